@@ -1,0 +1,69 @@
+// pnn/core/executor.hpp: the seam between expressions and devices.
+//
+// Executor<Device> is the only place where an expression tree meets a device. It provides
+//   assign(destination, expression)      evaluate into a tensor view of the same shape
+//   evaluate(into(a, e1), into(b, e2))   several assignments fused into one pass over memory
+//   sum / maximum / minimum(expression)  reductions to a scalar
+// The cpu executor is in core/cpu_executor.hpp; the cuda one in include/pnn/cuda/executor.cuh.
+#pragma once
+
+#include <utility>
+
+#include "pnn/core/expression.hpp"
+
+namespace pnn {
+
+template <class D>
+struct Executor {
+  static_assert(always_false<D>,
+                "pnn has no Executor for this device. For pnn::cuda, include <pnn/cuda/cuda.hpp> in a .cu "
+                "file compiled by nvcc.");
+};
+
+// One destination and the expression to evaluate into it, for evaluate().
+template <class View, class E>
+struct Assignment {
+  View destination;
+  E expression;
+};
+
+// into(destination, expression): an assignment to be run by evaluate() together with others.
+template <class Destination, AnyExpression E>
+auto into(Destination&& destination, E&& expression) {
+  auto view = destination.view();
+  return Assignment<decltype(view), closure_t<E&&>>{view, capture(std::forward<E>(expression))};
+}
+
+// Runs the assignments chunk by chunk, in order, so a later one reads what an earlier one wrote while it
+// is still in cache: an optimiser's velocity and weight updates cost one pass over memory, not two. Every
+// destination must have the same number of elements, and each expression may read its own and earlier
+// destinations only at the element it writes.
+template <class First, class... Rest>
+void evaluate(const First& first, const Rest&... rest) {
+  using D = typename decltype(first.destination)::device;
+  Executor<D>::evaluate(first, rest...);
+}
+
+template <AnyExpression E>
+auto sum(const E& e) {
+  return Executor<typename E::device>::sum(e.self());
+}
+template <AnyExpression E>
+auto maximum(const E& e) {
+  return Executor<typename E::device>::maximum(e.self());
+}
+template <AnyExpression E>
+auto minimum(const E& e) {
+  return Executor<typename E::device>::minimum(e.self());
+}
+template <AnyExpression E>
+auto squared_norm(const E& e) {
+  return sum(square(e.self()));
+}
+template <AnyExpression E>
+auto norm(const E& e) {
+  using std::sqrt;
+  return sqrt(squared_norm(e));
+}
+
+}  // namespace pnn

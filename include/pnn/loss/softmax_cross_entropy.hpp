@@ -1,0 +1,62 @@
+// pnn/loss/softmax_cross_entropy.hpp: softmax followed by cross-entropy, fused and numerically stable.
+//
+// For logits z and label c: loss = logsumexp(z) - z_c, computed with the row maximum subtracted so exp
+// never overflows; the gradient is (softmax(z) - onehot(c)) / batch. Fusing the two avoids the log of a
+// rounded-to-zero probability that a separate softmax layer would give.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "pnn/core/error.hpp"
+#include "pnn/core/tensor.hpp"
+#include "pnn/loss/loss.hpp"
+
+namespace pnn {
+
+// Mean softmax cross-entropy of a batch; writes its gradient into `gradient` unless that view is empty.
+template <class T>
+T softmax_cross_entropy(TensorView<const T, 2, cpu> logits, TensorView<const std::int32_t, 1, cpu> labels,
+                        TensorView<T, 2, cpu> gradient) {
+  const index batch = logits.dim(0), classes = logits.dim(1);
+  PNN_CHECK(labels.size() == batch, ShapeError, "softmax cross-entropy: ", batch, " rows of logits but ",
+            labels.size(), " labels");
+  PNN_CHECK(!gradient || gradient.shape() == logits.shape(), ShapeError,
+            "softmax cross-entropy: the gradient's shape differs from the logits'");
+  if (batch == 0) return T(0);
+  double total = 0;
+  const T scale = T(1) / static_cast<T>(batch);
+  for (index i = 0; i < batch; ++i) {
+    const std::int32_t label = labels[i];
+    PNN_CHECK(label >= 0 && label < classes, ArgumentError, "softmax cross-entropy: label ", label, " of sample ", i,
+              " is outside [0, ", classes, ")");
+    const T* z = logits.data() + i * classes;
+    T peak = z[0];
+    for (index j = 1; j < classes; ++j) peak = std::max(peak, z[j]);
+    T denominator = 0;
+    for (index j = 0; j < classes; ++j) denominator += std::exp(z[j] - peak);
+    const T log_denominator = std::log(denominator);
+    total += static_cast<double>(log_denominator + peak - z[label]);
+    if (gradient) {
+      T* g = gradient.data() + i * classes;
+      for (index j = 0; j < classes; ++j) g[j] = std::exp(z[j] - peak - log_denominator) * scale;
+      g[label] -= scale;
+    }
+  }
+  return static_cast<T>(total / static_cast<double>(batch));
+}
+
+struct SoftmaxCrossEntropy {
+  template <class T, class D>
+  using target_type = TensorView<const std::int32_t, 1, D>;
+
+  template <class T, class D>
+  T operator()(TensorView<const T, 2, D> logits, TensorView<const std::int32_t, 1, D> labels,
+               TensorView<T, 2, D> gradient) const {
+    return softmax_cross_entropy<T>(logits, labels, gradient);
+  }
+};
+
+static_assert(Loss<SoftmaxCrossEntropy, float, cpu>);
+
+}  // namespace pnn

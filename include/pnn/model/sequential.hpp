@@ -1,0 +1,250 @@
+// pnn/model/sequential.hpp: Sequential<Input<...>, Layers...>, a model as a flat compile-time list of layers.
+//
+//   using Net = pnn::Sequential<pnn::Input<1, 28, 28>, pnn::Conv2D<16, 5, pnn::Pad<2>>, pnn::ReLU, ...>;
+//   Net net(/*seed=*/42);
+//   float loss = net.train_step(images, labels, optimizer, pnn::SoftmaxCrossEntropy{});
+//
+// Every layer's shapes are fixed at compile time; a layer that cannot take its predecessor's output is
+// a compile-time error naming both. The model owns all trainable parameters in one flat, aligned buffer
+// and their gradients in another (so a data-parallel all-reduce is one contiguous range per bucket, and
+// an optimiser walks plain arrays); non-trainable buffers (running statistics) sit in a third.
+//
+// Sequential is float on the CPU. BasicSequential<Scalar, Device, Input<...>, Layers...> is the general
+// form, and Net::on<pnn::cuda> or Net::with_scalar<double> rebinds a model type.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pnn/core/random.hpp"
+#include "pnn/core/tensor.hpp"
+#include "pnn/layers/layer.hpp"
+#include "pnn/loss/loss.hpp"
+#include "pnn/model/input.hpp"
+#include "pnn/model/layer_stack.hpp"
+#include "pnn/optim/optimizer.hpp"
+
+namespace pnn {
+
+// Fills a parameter according to its declared initialiser, from the generator given.
+template <class T>
+void initialise_parameter(TensorView<T, 1, cpu> value, const ParameterDeclaration& declaration, Generator random) {
+  const double fan_in = static_cast<double>(declaration.fan_in), fan_out = static_cast<double>(declaration.fan_out);
+  const index n = value.size();
+  switch (declaration.init) {
+    case Init::zeros:
+      for (index i = 0; i < n; ++i) value[i] = T(0);
+      break;
+    case Init::ones:
+      for (index i = 0; i < n; ++i) value[i] = T(1);
+      break;
+    case Init::he_normal: {
+      const T stddev = static_cast<T>(std::sqrt(2.0 / fan_in));
+      for (index i = 0; i < n; ++i) value[i] = random.normal<T>(T(0), stddev);
+      break;
+    }
+    case Init::he_uniform: {
+      const T limit = static_cast<T>(std::sqrt(6.0 / fan_in));
+      for (index i = 0; i < n; ++i) value[i] = random.uniform<T>(-limit, limit);
+      break;
+    }
+    case Init::xavier_uniform: {
+      const T limit = static_cast<T>(std::sqrt(6.0 / (fan_in + fan_out)));
+      for (index i = 0; i < n; ++i) value[i] = random.uniform<T>(-limit, limit);
+      break;
+    }
+    case Init::xavier_normal: {
+      const T stddev = static_cast<T>(std::sqrt(2.0 / (fan_in + fan_out)));
+      for (index i = 0; i < n; ++i) value[i] = random.normal<T>(T(0), stddev);
+      break;
+    }
+  }
+}
+
+// The stream a parameter is initialised from: derived from its name, so a pipeline stage holding layers
+// 4..7 of a model draws exactly the values the whole model would.
+inline std::uint64_t parameter_stream(const std::string& name) {
+  std::uint64_t hash = 1469598103934665603ULL;  // FNV-1a
+  for (unsigned char c : name) hash = (hash ^ c) * 1099511628211ULL;
+  return hash;
+}
+
+template <class T, class D, class First, class... Rest>
+class BasicSequential {
+  static_assert(is_input<First>,
+                "Sequential<...> must start with Input<dims...>, the shape of one sample, e.g. "
+                "Sequential<Input<1, 28, 28>, Conv2D<16, 5>, ...> or Sequential<Input<784>, Dense<10>>");
+
+ public:
+  using Stack = LayerStack<T, D, typename First::shape, Rest...>;
+  using Trace = typename Stack::Trace;
+  using value_type = T;
+  using device = D;
+  using input_shape = typename First::shape;
+  using output_shape = typename Stack::output_shape;
+  static constexpr std::size_t layer_count = Stack::layer_count;
+  template <class OtherDevice>
+  using on = BasicSequential<T, OtherDevice, First, Rest...>;
+  template <class OtherScalar>
+  using with_scalar = BasicSequential<OtherScalar, D, First, Rest...>;
+
+  // Parameters are drawn from `seed`. first_layer_index names the layers from that number on, for a
+  // model that is a slice of a larger one (a pipeline stage): names and initial values then match.
+  explicit BasicSequential(std::uint64_t seed = 0, std::size_t first_layer_index = 0)
+      : seed_(seed), first_layer_index_(first_layer_index) {
+    allocate();
+    initialize(seed);
+  }
+  BasicSequential(const BasicSequential& other) : BasicSequential(other.seed_, other.first_layer_index_) {
+    copy_state_from(other);
+  }
+  BasicSequential& operator=(const BasicSequential& other) {
+    if (this != &other) copy_state_from(other);
+    return *this;
+  }
+  BasicSequential(BasicSequential&&) noexcept = default;  // views stay valid: the heap storage moves with them
+  BasicSequential& operator=(BasicSequential&&) noexcept = default;
+
+  // Draws every parameter afresh from `seed`, resets buffers and gradients.
+  void initialize(std::uint64_t seed) {
+    seed_ = seed;
+    const Generator root = Generator(seed).split(streams::initialisation);
+    for (const auto& p : parameters_) {
+      if constexpr (std::is_same_v<D, cpu>) {
+        initialise_parameter<T>(p.value, p.declaration, root.split(parameter_stream(p.name())));
+      } else {
+        Tensor<T, 1, cpu> host(Extents<1>{p.value.size()});
+        initialise_parameter<T>(host.view(), p.declaration, root.split(parameter_stream(p.name())));
+        copy_to_device(host.view(), p.value);
+      }
+    }
+    gradients_.fill_zero();
+    dropout_random_ = Generator(seed).split(streams::dropout);
+  }
+
+  // ----- forward and backward --------------------------------------------------------------------------
+  // x is (batch, input features); the result is (batch, output features) and stays valid until the next
+  // forward pass through the same trace. x must stay alive until the matching backward().
+  TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, Trace& trace, bool training = true) {
+    Context context{training, &dropout_random_};
+    stack_.forward(x, trace, context);
+    return trace.output();
+  }
+  TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, bool training = true) {
+    return forward(x, trace_, training);
+  }
+  // Inference: no dropout, batch statistics replaced by running ones.
+  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> x) { return forward(x, inference_trace_, false); }
+
+  // Adds the parameter gradients of the pass recorded in trace; writes the input gradient into dx unless
+  // dx is empty. on_gradients_ready(layer) is called as each layer's gradients become final.
+  template <class Hook = NoGradientHook>
+  void backward(TensorView<const T, 2, D> dy, TensorView<T, 2, D> dx, Trace& trace, Hook&& on_gradients_ready = {}) {
+    Context context{true, &dropout_random_};
+    stack_.backward(dy, dx, trace, context, std::forward<Hook>(on_gradients_ready));
+  }
+  void backward(TensorView<const T, 2, D> dy) { backward(dy, TensorView<T, 2, D>{}, trace_); }
+
+  void zero_grad() { gradients_.fill_zero(); }
+
+  // One optimiser step on a batch: zero the gradients, forward, loss, backward, update. Returns the loss.
+  template <class LossFunction, class Rule>
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               Optimizer<Rule, T, D>& optimizer, const LossFunction& loss = {}) {
+    static_assert(Loss<LossFunction, T, D>, "train_step: the loss must satisfy pnn::Loss (loss/loss.hpp)");
+    zero_grad();
+    const auto output = forward(inputs, trace_, true);
+    output_gradient_.resize(output.shape());
+    const T value = loss(output, targets, output_gradient_.view());
+    backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_);
+    optimizer.step(parameters());
+    return value;
+  }
+
+  // ----- parameters ------------------------------------------------------------------------------------
+  // Every parameter and buffer, in declaration order, named "<layer>.<name>".
+  std::span<const Parameter<T, D>> parameters() const { return parameters_; }
+  // The flat storage of all trainable parameters and of their gradients (with alignment padding, which
+  // stays zero), and of the buffers.
+  TensorView<T, 1, D> parameter_values() { return values_.view(); }
+  TensorView<const T, 1, D> parameter_values() const { return values_.view(); }
+  TensorView<T, 1, D> parameter_gradients() { return gradients_.view(); }
+  TensorView<const T, 1, D> parameter_gradients() const { return gradients_.view(); }
+  TensorView<T, 1, D> buffer_values() { return buffers_.view(); }
+  TensorView<const T, 1, D> buffer_values() const { return buffers_.view(); }
+  // The number of trainable scalars.
+  index parameter_count() const { return trainable_count_; }
+  std::uint64_t seed() const { return seed_; }
+  std::size_t first_layer_index() const { return first_layer_index_; }
+
+  Stack& layers() { return stack_; }
+  static std::string summary() { return Stack::summary("  "); }
+
+ private:
+  // Parameters start at multiples of this many elements (64 bytes for float).
+  static constexpr index alignment = 16;
+
+  static index align(index n) { return (n + alignment - 1) / alignment * alignment; }
+
+  void allocate() {
+    ParameterDeclarations declarations;
+    Stack::declare(declarations, first_layer_index_);
+    index trainable = 0, buffers = 0;
+    trainable_count_ = 0;
+    for (const auto& d : declarations.entries()) {
+      (d.trainable ? trainable : buffers) += align(d.size());
+      if (d.trainable) trainable_count_ += d.size();
+    }
+    values_ = Tensor<T, 1, D>(Extents<1>{trainable});
+    gradients_ = Tensor<T, 1, D>(Extents<1>{trainable});
+    buffers_ = Tensor<T, 1, D>(Extents<1>{buffers});
+    parameters_.clear();
+    index value_offset = 0, buffer_offset = 0;
+    for (const auto& d : declarations.entries()) {
+      if (d.trainable) {
+        parameters_.push_back({d, TensorView<T, 1, D>(values_.data() + value_offset, {d.size()}),
+                               TensorView<T, 1, D>(gradients_.data() + value_offset, {d.size()})});
+        value_offset += align(d.size());
+      } else {
+        parameters_.push_back({d, TensorView<T, 1, D>(buffers_.data() + buffer_offset, {d.size()}), {}});
+        buffer_offset += align(d.size());
+      }
+    }
+    ParameterCursor<T, D> cursor(parameters_);
+    stack_.bind(cursor);
+    PNN_CHECK(cursor.taken() == parameters_.size(), Error, "a layer's bind() took fewer parameters than it declared");
+  }
+
+  void copy_state_from(const BasicSequential& other) {
+    PNN_CHECK(other.first_layer_index_ == first_layer_index_, ArgumentError,
+              "cannot assign models whose layers are numbered from different indices");
+    copy(other.values_.view(), values_.view());
+    copy(other.buffers_.view(), buffers_.view());
+    copy(other.gradients_.view(), gradients_.view());
+    seed_ = other.seed_;
+    dropout_random_ = other.dropout_random_;
+  }
+
+  template <class Host, class Dev>
+  static void copy_to_device(const Host& host, const Dev& device_view) {
+    copy_between_devices(TensorView<const T, 1, cpu>(host), device_view);
+  }
+
+  std::uint64_t seed_;
+  std::size_t first_layer_index_;
+  Stack stack_;
+  Tensor<T, 1, D> values_, gradients_, buffers_;
+  std::vector<Parameter<T, D>> parameters_;
+  index trainable_count_ = 0;
+  Trace trace_, inference_trace_;
+  Tensor<T, 2, D> output_gradient_;
+  Generator dropout_random_;
+};
+
+template <class... Layers>
+using Sequential = BasicSequential<float, cpu, Layers...>;
+
+}  // namespace pnn

@@ -1,0 +1,35 @@
+// pnn/pnn.hpp: everything a CPU user needs, in one include.
+//
+//   core/    tensors, shapes, expressions and the executor seam, devices, random numbers
+//   layers/  one header per layer, and the Layer concept (layers/layer.hpp)
+//   model/   Input<...> and Sequential<...>
+//   loss/    softmax cross-entropy, mean squared error
+//   optim/   Optimizer<Rule> with SGD, Adam, LARS
+//   data/    IDX (MNIST-format) files, datasets, batching
+//   io/      safetensors
+//   train/   the training loop (fit, evaluate) and its metrics
+//   dist/    communicators and parallel strategies (include pnn/dist.hpp)
+//   cuda/    the CUDA backend (only from .cu files)
+#pragma once
+
+#include "pnn/core/device.hpp"
+#include "pnn/core/executor.hpp"
+#include "pnn/core/expression.hpp"
+#include "pnn/core/linalg.hpp"
+#include "pnn/core/random.hpp"
+#include "pnn/core/shape.hpp"
+#include "pnn/core/tensor.hpp"
+#include "pnn/layers/dense.hpp"
+#include "pnn/layers/flatten.hpp"
+#include "pnn/layers/layer.hpp"
+#include "pnn/layers/relu.hpp"
+#include "pnn/layers/sigmoid.hpp"
+#include "pnn/layers/tanh.hpp"
+#include "pnn/loss/mean_squared_error.hpp"
+#include "pnn/loss/softmax_cross_entropy.hpp"
+#include "pnn/model/input.hpp"
+#include "pnn/model/sequential.hpp"
+#include "pnn/optim/adam.hpp"
+#include "pnn/optim/lars.hpp"
+#include "pnn/optim/optimizer.hpp"
+#include "pnn/optim/sgd.hpp"
