@@ -1,0 +1,1 @@
+// Batcher: written next.

@@ -1,0 +1,1 @@
+// Conv2D, MaxPool2D, AvgPool2D: written next.

@@ -1,0 +1,1 @@
+// BatchNorm, Dropout, Residual: written next.

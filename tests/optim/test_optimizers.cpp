@@ -1,0 +1,1 @@
+// optimisers: written next.
