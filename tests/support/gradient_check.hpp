@@ -18,11 +18,6 @@
 
 namespace pnn::testing {
 
-template <index... Dims>
-Input<Dims...> input_for_shape(Shape<Dims...>);
-template <class S>
-using InputFor = decltype(input_for_shape(S{}));
-
 struct GradientCheckOptions {
   index batch = 3;
   std::uint64_t seed = 7;

@@ -152,7 +152,11 @@ struct layer_input_error {
 };
 
 // Evaluates to true when Ok holds; otherwise instantiates layer_input_error so the message names the layer.
+// (A specialisation, not `Ok ? true : layer_input_error<...>::value`: naming the error's member in either
+// branch of a conditional would instantiate it, and fail, for valid inputs too.)
 template <bool Ok, class LayerSpec, class InputShape>
-inline constexpr bool check_layer_input = Ok ? true : layer_input_error<LayerSpec, InputShape>::value;
+inline constexpr bool check_layer_input = true;
+template <class LayerSpec, class InputShape>
+inline constexpr bool check_layer_input<false, LayerSpec, InputShape> = layer_input_error<LayerSpec, InputShape>::value;
 
 }  // namespace pnn

@@ -11,6 +11,15 @@ struct Input {
   using shape = Shape<Dims...>;
 };
 
+namespace detail {
+template <index... Dims>
+Input<Dims...> input_for_shape(Shape<Dims...>);
+}  // namespace detail
+
+// The Input<...> whose samples have shape S.
+template <class S>
+using InputFor = decltype(detail::input_for_shape(S{}));
+
 template <class T>
 inline constexpr bool is_input = false;
 template <index... Dims>

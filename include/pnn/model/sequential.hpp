@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <span>
 #include <string>
@@ -21,6 +22,7 @@
 
 #include "pnn/core/random.hpp"
 #include "pnn/core/tensor.hpp"
+#include "pnn/io/safetensors.hpp"
 #include "pnn/layers/layer.hpp"
 #include "pnn/loss/loss.hpp"
 #include "pnn/model/input.hpp"
@@ -175,10 +177,31 @@ class BasicSequential {
   TensorView<const T, 1, D> parameter_gradients() const { return gradients_.view(); }
   TensorView<T, 1, D> buffer_values() { return buffers_.view(); }
   TensorView<const T, 1, D> buffer_values() const { return buffers_.view(); }
+  // For each layer, the range [begin, end) of the flat gradient buffer its parameters occupy ({0, 0}
+  // for layers without parameters). Layers occupy increasing ranges in layer order.
+  const std::vector<std::pair<index, index>>& layer_gradient_ranges() const { return layer_gradient_ranges_; }
   // The number of trainable scalars.
   index parameter_count() const { return trainable_count_; }
   std::uint64_t seed() const { return seed_; }
   std::size_t first_layer_index() const { return first_layer_index_; }
+
+  // ----- saving and loading ----------------------------------------------------------------------------
+  // Every parameter and buffer under its name, in the safetensors format PyTorch reads (io/safetensors.hpp).
+  // load() accepts only a file holding exactly this model's tensors, and changes nothing when it throws.
+  void save(const std::filesystem::path& path) const {
+    if constexpr (std::is_same_v<D, cpu>)
+      save_parameters<T>(path, parameters());
+    else
+      static_assert(always_false<D>, "a device model is saved through a host copy: copy it to a model on pnn::cpu "
+                                     "(Net::on<pnn::cpu>) and call save() there");
+  }
+  void load(const std::filesystem::path& path) {
+    if constexpr (std::is_same_v<D, cpu>)
+      load_parameters<T>(path, parameters());
+    else
+      static_assert(always_false<D>, "a device model is loaded through a host copy: load() a model on pnn::cpu "
+                                     "(Net::on<pnn::cpu>) and copy it to the device");
+  }
 
   Stack& layers() { return stack_; }
   static std::string summary() { return Stack::summary("  "); }
@@ -213,6 +236,17 @@ class BasicSequential {
         buffer_offset += align(d.size());
       }
     }
+    // Each layer's range of the flat gradient buffer, from the layer number that starts every name.
+    layer_gradient_ranges_.assign(layer_count, {0, 0});
+    std::vector<bool> seen(layer_count, false);
+    for (const auto& p : parameters_) {
+      if (!p.trainable()) continue;
+      const std::size_t layer = std::stoul(p.name().substr(0, p.name().find('.'))) - first_layer_index_;
+      const index begin = p.gradient.data() - gradients_.data(), end = begin + align(p.gradient.size());
+      auto& range = layer_gradient_ranges_[layer];
+      range = seen[layer] ? std::pair{std::min(range.first, begin), std::max(range.second, end)} : std::pair{begin, end};
+      seen[layer] = true;
+    }
     ParameterCursor<T, D> cursor(parameters_);
     stack_.bind(cursor);
     PNN_CHECK(cursor.taken() == parameters_.size(), Error, "a layer's bind() took fewer parameters than it declared");
@@ -238,6 +272,7 @@ class BasicSequential {
   Stack stack_;
   Tensor<T, 1, D> values_, gradients_, buffers_;
   std::vector<Parameter<T, D>> parameters_;
+  std::vector<std::pair<index, index>> layer_gradient_ranges_;
   index trainable_count_ = 0;
   Trace trace_, inference_trace_;
   Tensor<T, 2, D> output_gradient_;

@@ -1,0 +1,162 @@
+// pnn/dist/data_parallel.hpp: one rank of data-parallel training (DataParallel<Comm>).
+//
+// Every rank holds a replica of the whole model. At start the ranks check that they built the same
+// architecture, take rank 0's weights, and check that the values agree. Each step a rank takes its share
+// of the global batch (rows [B r / p, B (r + 1) / p): shares differ by at most one sample, and a rank
+// may have none), computes the mean-loss gradient of its share, and the ranks sum their gradients.
+//
+// Weighting by sample count: the loss gradient of rank r is scaled by n_r / B before backward, so the
+// sum over ranks is exactly the gradient of the mean loss over the whole batch, for any split, uneven
+// shares and a short last batch included; the scaling costs nothing since it rides on the loss gradient.
+//
+// Overlap: gradients are reduced in buckets of contiguous layers (DistributedOptions::bucket_bytes).
+// Backward runs from the last layer to the first; as soon as the lowest layer of a bucket has its
+// gradients, the bucket's all-reduce starts asynchronously while backward continues below it.
+#pragma once
+
+#include <any>
+#include <chrono>
+#include <vector>
+
+#include "pnn/dist/communicator.hpp"
+#include "pnn/dist/model_signature.hpp"
+#include "pnn/dist/strategy.hpp"
+#include "pnn/optim/optimizer.hpp"
+
+namespace pnn {
+
+template <class Model, class Comm>
+class DataParallelWorker {
+ public:
+  using T = typename Model::value_type;
+  using D = typename Model::device;
+  using Clock = std::chrono::steady_clock;
+
+  DataParallelWorker(Comm& comm, std::uint64_t seed, const DistributedOptions& options)
+      : comm_(comm), model_(seed), options_(options) {
+    require_equal_across_ranks(comm_, architecture_hash(model_), "model architecture");
+    comm_.broadcast(model_.parameter_values(), 0);
+    if (model_.buffer_values().size() > 0) comm_.broadcast(model_.buffer_values(), 0);
+    require_equal_across_ranks(comm_, value_hash(model_), "initial weights");
+    build_buckets();
+  }
+
+  // One optimiser step on this rank's share of the global batch; returns the global mean loss.
+  template <class Rule, class LossFunction>
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               const Rule& rule, const LossFunction& loss) {
+    const auto step_start = Clock::now();
+    const index batch = inputs.dim(0);
+    PNN_CHECK(batch > 0, ArgumentError, "train_step: empty batch");
+    const int p = comm_.size(), r = comm_.rank();
+    const index begin = batch * r / p, count = batch * (r + 1) / p - begin;
+    const auto x = inputs.rows(begin, count);
+    const auto y = targets.rows(begin, count);
+
+    model_.zero_grad();
+    const auto output = model_.forward(x, trace_, true);
+    output_gradient_.resize(output.shape());
+    const T local_loss = count > 0 ? loss(output, y, output_gradient_.view()) : T(0);
+    output_gradient_ *= static_cast<T>(static_cast<double>(count) / static_cast<double>(batch));
+
+    requests_.clear();
+    std::size_t next_bucket = 0;
+    Clock::time_point first_reduction;
+    auto start_ready_buckets = [&](std::size_t finished_layer) {
+      for (auto& request : requests_) request.ready();  // lets MPI progress the reductions in flight
+      while (next_bucket < buckets_.size() && buckets_[next_bucket].lowest_layer == finished_layer) {
+        if (next_bucket == 0) first_reduction = Clock::now();
+        const Bucket& bucket = buckets_[next_bucket++];
+        requests_.push_back(comm_.all_reduce_async(model_.parameter_gradients().rows(bucket.begin, bucket.end - bucket.begin)));
+        bytes_ += (bucket.end - bucket.begin) * static_cast<index>(sizeof(T));
+      }
+    };
+    if (options_.overlap) {
+      model_.backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_, start_ready_buckets);
+    } else {
+      model_.backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_);
+      for (std::size_t layer = Model::layer_count; layer-- > 0;) start_ready_buckets(layer);
+    }
+    const auto backward_end = Clock::now();
+    for (auto& request : requests_) request.wait();
+    const auto reduced = Clock::now();
+
+    Tensor<double, 1> total_loss(Extents<1>{1});
+    total_loss[0] = static_cast<double>(local_loss) * static_cast<double>(count) / static_cast<double>(batch);
+    comm_.all_reduce(total_loss.view());
+    auto& update = optimizer<Rule>();
+    update.rule = rule;  // the caller's hyper-parameters, which may change between steps
+    update.step(model_.parameters());
+
+    // Statistics: reductions were in flight from the first bucket's start until `reduced`; the part
+    // after backward ended was exposed, the rest hidden behind backward.
+    statistics_.steps += 1;
+    statistics_.compute_seconds += seconds(step_start, backward_end);
+    statistics_.exposed_seconds += seconds(backward_end, reduced);
+    if (!buckets_.empty()) statistics_.communication_seconds += seconds(first_reduction, reduced);
+    statistics_.step_seconds += seconds(step_start, Clock::now());
+    statistics_.bytes_communicated = bytes_;
+    return static_cast<T>(total_loss[0]);
+  }
+
+  // Every replica is the whole model: predictions need no communication.
+  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) { return model_.predict(inputs); }
+
+  // Copies the whole model (this rank's replica) into `full`. Collective for symmetry with pipelines.
+  void gather(Model& full) const { full = model_; }
+  void scatter(const Model& full) {
+    model_ = full;
+    require_equal_across_ranks(comm_, value_hash(model_), "loaded weights");
+  }
+
+  const StrategyStatistics& statistics() const { return statistics_; }
+  Model& replica() { return model_; }
+  index buckets() const { return static_cast<index>(buckets_.size()); }
+
+ private:
+  struct Bucket {
+    std::size_t lowest_layer;  // the bucket is ready once this layer's backward is done
+    index begin, end;          // range of the flat gradient buffer
+  };
+
+  static double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+  // Buckets of consecutive layers, from the last layer down, each at least bucket_bytes (but the last).
+  void build_buckets() {
+    const auto& ranges = model_.layer_gradient_ranges();
+    Bucket current{0, 0, 0};
+    bool open = false;
+    for (std::size_t layer = ranges.size(); layer-- > 0;) {
+      const auto [begin, end] = ranges[layer];
+      if (end == begin) continue;
+      if (!open) current = Bucket{layer, begin, end}, open = true;
+      current.lowest_layer = layer;
+      current.begin = begin;
+      if ((current.end - current.begin) * static_cast<index>(sizeof(T)) >= options_.bucket_bytes) {
+        buckets_.push_back(current);
+        open = false;
+      }
+    }
+    if (open) buckets_.push_back(current);
+  }
+
+  template <class Rule>
+  Optimizer<Rule, T, D>& optimizer() {
+    auto* existing = std::any_cast<Optimizer<Rule, T, D>>(&optimizer_);
+    if (!existing) existing = &optimizer_.emplace<Optimizer<Rule, T, D>>();
+    return *existing;
+  }
+
+  Comm& comm_;
+  Model model_;
+  DistributedOptions options_;
+  typename Model::Trace trace_;
+  Tensor<T, 2, D> output_gradient_;
+  std::vector<Bucket> buckets_;
+  std::vector<typename Comm::Request> requests_;
+  std::any optimizer_;
+  StrategyStatistics statistics_;
+  index bytes_ = 0;
+};
+
+}  // namespace pnn

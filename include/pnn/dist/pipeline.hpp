@@ -1,0 +1,343 @@
+// pnn/dist/pipeline.hpp: one rank of layer-partitioned and pipelined training (Pipeline, ModelParallel).
+//
+// Split<P...> cuts Model's layer list into stages at compile time; rank s holds stage s, itself a
+// Sequential of that slice whose layers keep their names and initial values from the whole model. A
+// step splits the global batch into m micro-batches (rows [B j / m, B (j + 1) / m)); a stage receives
+// each micro-batch's activations from the stage before it, sends its own to the stage after it, and
+// sends input gradients back. Gradients accumulate over the micro-batches (backward adds) and every
+// stage updates its weights once per step. Each micro-batch's loss gradient is scaled by its share of
+// the batch, so the accumulated gradient is that of the whole batch's mean loss.
+//
+// Schedules: GPipe runs every forward, then every backward (m micro-batches of activations alive);
+// OneFOneB runs (stages - s - 1) forwards to fill the pipe, then alternates one forward and one backward,
+// so stage s keeps at most (stages - s) micro-batches of activations alive. ModelParallel is m = 1.
+#pragma once
+
+#include <any>
+#include <array>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include "pnn/dist/communicator.hpp"
+#include "pnn/dist/strategy.hpp"
+#include "pnn/model/sequential.hpp"
+#include "pnn/optim/optimizer.hpp"
+
+namespace pnn {
+
+namespace pipeline_detail {
+
+template <class T, class D, class In, class SpecList, std::size_t Begin, class Indices>
+struct stage_of;
+template <class T, class D, class In, class... Specs, std::size_t Begin, std::size_t... I>
+struct stage_of<T, D, In, std::tuple<Specs...>, Begin, std::index_sequence<I...>> {
+  using type = BasicSequential<T, D, In, std::tuple_element_t<Begin + I, std::tuple<Specs...>>...>;
+};
+
+template <class Model>
+struct model_parts {
+  static_assert(always_false<Model>, "pipelines split a BasicSequential<...> (Sequential<...>) model");
+};
+template <class T, class D, class In, class... Specs>
+struct model_parts<BasicSequential<T, D, In, Specs...>> {
+  using Whole = BasicSequential<T, D, In, Specs...>;
+  static constexpr std::size_t layers = sizeof...(Specs);
+  template <std::size_t Begin>
+  using input_shape_at = std::conditional_t<Begin == 0, typename In::shape,
+                                            typename Whole::Stack::template layer_type<(Begin > 0 ? Begin - 1 : 0)>::output_shape>;
+  // The stage holding layers [Begin, End) as a model of its own.
+  template <std::size_t Begin, std::size_t End>
+  using stage = typename stage_of<T, D, InputFor<input_shape_at<Begin>>, std::tuple<Specs...>, Begin,
+                                  std::make_index_sequence<End - Begin>>::type;
+};
+
+// The stage boundaries {0, P..., layers}.
+template <class SplitPoints, std::size_t Layers>
+constexpr auto boundaries() {
+  std::array<std::size_t, SplitPoints::count + 2> b{};
+  b[0] = 0;
+  for (std::size_t i = 0; i < SplitPoints::count; ++i) b[i + 1] = SplitPoints::points[i];
+  b[SplitPoints::count + 1] = Layers;
+  return b;
+}
+
+enum class Pass { forward, backward };
+struct Operation {
+  Pass pass;
+  index microbatch;
+};
+
+// The order in which stage `stage` of `stages` runs the passes of m micro-batches.
+template <class Schedule>
+std::vector<Operation> schedule(int stage, int stages, index m) {
+  std::vector<Operation> order;
+  if constexpr (std::is_same_v<Schedule, GPipe>) {
+    for (index j = 0; j < m; ++j) order.push_back({Pass::forward, j});
+    for (index j = m; j-- > 0;) order.push_back({Pass::backward, j});
+  } else {
+    const index warmup = std::min<index>(stages - stage - 1, m);
+    for (index j = 0; j < warmup; ++j) order.push_back({Pass::forward, j});
+    for (index j = 0; j < m - warmup; ++j) {
+      order.push_back({Pass::forward, warmup + j});
+      order.push_back({Pass::backward, j});
+    }
+    for (index j = m - warmup; j < m; ++j) order.push_back({Pass::backward, j});
+  }
+  return order;
+}
+
+// Runs one stage. Written once for every stage type.
+template <class Stage, class Whole, class Comm, class Strategy>
+class StageRunner {
+ public:
+  using T = typename Stage::value_type;
+  using D = typename Stage::device;
+  using Clock = std::chrono::steady_clock;
+  static constexpr index in_features = Stage::input_shape::size;
+  static constexpr index out_features = Stage::output_shape::size;
+  // Message tags: micro-batch j's activations travel with tag 2j, its gradients with 2j + 1.
+  static constexpr index prediction_tag = 1 << 20;
+
+  StageRunner(Comm& comm, std::uint64_t seed, std::size_t first_layer)
+      : comm_(comm), stage_(seed, first_layer), index_(comm.rank()), stages_(comm.size()) {}
+
+  template <class Rule, class LossFunction>
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               const Rule& rule, const LossFunction& loss) {
+    const auto step_start = Clock::now();
+    const index batch = inputs.dim(0);
+    PNN_CHECK(batch > 0, ArgumentError, "train_step: empty batch");
+    const index m = Strategy::microbatches;
+    stage_.zero_grad();
+    double loss_sum = 0;
+    std::vector<Slot*> slot_of(static_cast<std::size_t>(m), nullptr);
+    for (const Operation& op : schedule<typename Strategy::schedule>(index_, stages_, m)) {
+      const index begin = batch * op.microbatch / m, count = batch * (op.microbatch + 1) / m - begin;
+      const double share = static_cast<double>(count) / static_cast<double>(batch);
+      if (op.pass == Pass::forward) {
+        Slot& slot = acquire();
+        slot_of[static_cast<std::size_t>(op.microbatch)] = &slot;
+        TensorView<const T, 2, D> x = inputs.rows(begin, count);
+        if (index_ > 0) {
+          slot.input.resize({count, in_features});
+          receive(slot.input.flat(), index_ - 1, 2 * op.microbatch);
+          x.rebind(slot.input.view());
+        }
+        const auto compute_start = Clock::now();
+        const auto output = stage_.forward(x, slot.trace, true);
+        if (last()) {
+          slot.output_gradient.resize(output.shape());
+          if (count > 0) loss_sum += share * static_cast<double>(loss(output, targets.rows(begin, count),
+                                                                      slot.output_gradient.view()));
+          slot.output_gradient *= static_cast<T>(share);
+        }
+        compute_ += seconds(compute_start, Clock::now());
+        if (!last()) send(output.flat(), index_ + 1, 2 * op.microbatch);
+      } else {
+        Slot& slot = *slot_of[static_cast<std::size_t>(op.microbatch)];
+        if (!last()) {
+          slot.output_gradient.resize({count, out_features});
+          receive(slot.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
+        }
+        const auto compute_start = Clock::now();
+        if (index_ > 0) {
+          input_gradient_.resize({count, in_features});
+          stage_.backward(slot.output_gradient.view(), input_gradient_.view(), slot.trace);
+          compute_ += seconds(compute_start, Clock::now());
+          send(TensorView<const T, 1, D>(input_gradient_.flat()), index_ - 1, 2 * op.microbatch + 1);
+        } else {
+          stage_.backward(slot.output_gradient.view(), TensorView<T, 2, D>{}, slot.trace);
+          compute_ += seconds(compute_start, Clock::now());
+        }
+        release(slot);
+      }
+    }
+    Tensor<double, 1> total(Extents<1>{1});
+    total[0] = loss_sum;
+    comm_.broadcast(total.view(), stages_ - 1);
+    auto& update = optimizer<Rule>();
+    update.rule = rule;
+    const auto update_start = Clock::now();
+    update.step(stage_.parameters());
+    compute_ += seconds(update_start, Clock::now());
+
+    statistics_.steps += 1;
+    statistics_.step_seconds += seconds(step_start, Clock::now());
+    statistics_.compute_seconds = compute_;
+    statistics_.communication_seconds = waiting_;
+    statistics_.bytes_communicated = bytes_;
+    return static_cast<T>(total[0]);
+  }
+
+  // Inference through every stage; every rank receives the final output.
+  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
+    const index batch = inputs.dim(0);
+    TensorView<const T, 2, D> x = inputs;
+    if (index_ > 0) {
+      prediction_input_.resize({batch, in_features});
+      receive(prediction_input_.flat(), index_ - 1, prediction_tag);
+      x.rebind(prediction_input_.view());
+    }
+    const auto output = stage_.predict(x);
+    constexpr index final_features = Whole::output_shape::size;
+    prediction_.resize({batch, final_features});
+    if (!last()) send(output.flat(), index_ + 1, prediction_tag);
+    else copy(output.flat(), prediction_.flat());
+    comm_.broadcast(prediction_.flat(), stages_ - 1);
+    return prediction_.view();
+  }
+
+  // Fills `whole` with every stage's parameters and buffers, on every rank.
+  void gather(Whole& whole) {
+    Tensor<T, 1, D> values(whole.parameter_values().shape()), buffers(whole.buffer_values().shape());
+    for (const auto& mine : stage_.parameters()) {
+      const auto& target = find(whole, mine.name());
+      auto& destination = mine.trainable() ? values : buffers;
+      const auto& base = mine.trainable() ? whole.parameter_values() : whole.buffer_values();
+      copy(TensorView<const T, 1, D>(mine.value), destination.view().rows(target.value.data() - base.data(), mine.value.size()));
+    }
+    comm_.all_reduce(values.view());
+    if (buffers.size() > 0) comm_.all_reduce(buffers.view());
+    copy(TensorView<const T, 1, D>(values.view()), whole.parameter_values());
+    copy(TensorView<const T, 1, D>(buffers.view()), whole.buffer_values());
+  }
+  void scatter(const Whole& whole) {
+    for (const auto& mine : stage_.parameters())
+      copy(TensorView<const T, 1, D>(find(whole, mine.name()).value), mine.value);
+  }
+
+  const StrategyStatistics& statistics() const { return statistics_; }
+  index max_live_microbatches() const { return max_live_; }
+  Stage& stage() { return stage_; }
+
+ private:
+  struct Slot {
+    Tensor<T, 2, D> input;             // the activations received from the stage before
+    typename Stage::Trace trace;
+    Tensor<T, 2, D> output_gradient;   // from the loss or the stage after
+    bool busy = false;
+  };
+
+  static double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+  bool last() const { return index_ == stages_ - 1; }
+
+  Slot& acquire() {
+    index live = 1;
+    Slot* free_slot = nullptr;
+    for (auto& slot : slots_) {
+      if (slot.busy) ++live;
+      else if (!free_slot) free_slot = &slot;
+    }
+    if (!free_slot) free_slot = &slots_.emplace_back();  // a std::deque: earlier slots do not move
+    free_slot->busy = true;
+    max_live_ = std::max(max_live_, live);
+    return *free_slot;
+  }
+  void release(Slot& slot) { slot.busy = false; }
+
+  void receive(TensorView<T, 1, D> data, int source, index tag) {
+    const auto start = Clock::now();
+    comm_.receive(data, source, static_cast<int>(tag));
+    waiting_ += seconds(start, Clock::now());
+    bytes_ += data.size() * static_cast<index>(sizeof(T));
+  }
+  void send(TensorView<const T, 1, D> data, int destination, index tag) {
+    comm_.send(data, destination, static_cast<int>(tag));
+    bytes_ += data.size() * static_cast<index>(sizeof(T));
+  }
+
+  static const Parameter<T, D>& find(const Whole& whole, const std::string& name) {
+    for (const auto& p : whole.parameters())
+      if (p.name() == name) return p;
+    throw Error(detail::concat("pipeline: the whole model has no parameter named ", name));
+  }
+
+  template <class Rule>
+  Optimizer<Rule, T, D>& optimizer() {
+    auto* existing = std::any_cast<Optimizer<Rule, T, D>>(&optimizer_);
+    if (!existing) existing = &optimizer_.emplace<Optimizer<Rule, T, D>>();
+    return *existing;
+  }
+
+  Comm& comm_;
+  Stage stage_;
+  int index_, stages_;
+  std::deque<Slot> slots_;
+  Tensor<T, 2, D> input_gradient_, prediction_input_, prediction_;
+  std::any optimizer_;
+  StrategyStatistics statistics_;
+  double compute_ = 0, waiting_ = 0;
+  index bytes_ = 0, max_live_ = 0;
+};
+
+}  // namespace pipeline_detail
+
+template <class Model, class Strategy>
+class PipelineWorker {
+  using parts = pipeline_detail::model_parts<Model>;
+  using SplitPoints = typename Strategy::split;
+  static_assert(check_split<SplitPoints, parts::layers>());
+  static constexpr auto bounds = pipeline_detail::boundaries<SplitPoints, parts::layers>();
+  static constexpr std::size_t stage_count = SplitPoints::count + 1;
+  using Comm = typename Strategy::communicator;
+
+  template <std::size_t S>
+  using Runner = pipeline_detail::StageRunner<typename parts::template stage<bounds[S], bounds[S + 1]>, Model, Comm, Strategy>;
+  template <class Indices>
+  struct variant_of;
+  template <std::size_t... S>
+  struct variant_of<std::index_sequence<S...>> {
+    using type = std::variant<Runner<S>...>;
+  };
+  using Runners = typename variant_of<std::make_index_sequence<stage_count>>::type;
+
+ public:
+  using T = typename Model::value_type;
+  using D = typename Model::device;
+
+  PipelineWorker(Comm& comm, std::uint64_t seed, const DistributedOptions&)
+      : runner_(make_runner(comm, seed, std::make_index_sequence<stage_count>{})) {}
+
+  template <class Rule, class LossFunction>
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               const Rule& rule, const LossFunction& loss) {
+    return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, rule, loss); }, runner_);
+  }
+  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
+    return std::visit([&](auto& runner) { return runner.predict(inputs); }, runner_);
+  }
+  void gather(Model& whole) {
+    std::visit([&](auto& runner) { runner.gather(whole); }, runner_);
+  }
+  void scatter(const Model& whole) {
+    std::visit([&](auto& runner) { runner.scatter(whole); }, runner_);
+  }
+  const StrategyStatistics& statistics() const {
+    return std::visit([](const auto& runner) -> const StrategyStatistics& { return runner.statistics(); }, runner_);
+  }
+  index max_live_microbatches() const {
+    return std::visit([](const auto& runner) { return runner.max_live_microbatches(); }, runner_);
+  }
+  static constexpr std::size_t stages() { return stage_count; }
+  static constexpr std::array<std::size_t, stage_count + 1> stage_boundaries() { return bounds; }
+
+ private:
+  template <std::size_t... S>
+  static Runners make_runner(Comm& comm, std::uint64_t seed, std::index_sequence<S...>) {
+    PNN_CHECK(comm.size() == static_cast<int>(stage_count), ArgumentError, "a pipeline of ", stage_count,
+              " stages needs ", stage_count, " ranks, but the communicator has ", comm.size());
+    std::optional<Runners> made;
+    ((comm.rank() == static_cast<int>(S) ? (made.emplace(std::in_place_index<S>, comm, seed, bounds[S]), 0) : 0), ...);
+    return std::move(*made);
+  }
+
+  Runners runner_;
+};
+
+}  // namespace pnn

@@ -1,0 +1,128 @@
+// pnn/dist/strategy.hpp: the parallel strategies as compile-time policies, and their options.
+//
+//   Distributed<Model, DataParallel<Local>>                               replicas, gradient all-reduce
+//   Distributed<Model, ModelParallel<Split<4, 7>>>                         layers cut into stages
+//   Distributed<Model, Pipeline<Split<4>, Microbatches<8>, OneFOneB>>      stages fed micro-batches
+//
+// Split<P...> cuts the model's layer list before layers P... (0-based): Split<4, 7> on a 10-layer model
+// gives stages [0, 4), [4, 7), [7, 10), one per rank. Split points that leave a stage empty, fall
+// outside the model, or are out of order are compile-time errors that name the offending point.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+
+#include "pnn/core/config.hpp"
+#include "pnn/dist/communicator.hpp"
+#include "pnn/dist/local.hpp"
+
+namespace pnn {
+
+template <std::size_t... Points>
+struct Split {
+  static constexpr std::size_t count = sizeof...(Points);
+  static constexpr std::array<std::size_t, count> points{Points...};
+};
+
+template <index Count>
+struct Microbatches {
+  static_assert(Count > 0, "Microbatches<m> needs m >= 1");
+  static constexpr index count = Count;
+};
+
+// Pipeline schedules.
+struct GPipe {     // fill-drain: every micro-batch forward, then every one backward
+  static constexpr const char* name = "GPipe";
+};
+struct OneFOneB {  // one forward, one backward: at most (stages - stage) micro-batches alive per stage
+  static constexpr const char* name = "1F1B";
+};
+
+template <class Comm = Local>
+struct DataParallel {
+  static_assert(Communicator<Comm>, "DataParallel<Comm>: Comm must satisfy pnn::Communicator (dist/communicator.hpp)");
+  using communicator = Comm;
+  static constexpr const char* name = "data parallel";
+};
+
+template <class SplitPoints, class Count, class Schedule, class Comm = Local>
+struct Pipeline {
+  static_assert(Communicator<Comm>, "Pipeline<...>: Comm must satisfy pnn::Communicator (dist/communicator.hpp)");
+  static_assert(std::is_same_v<Schedule, GPipe> || std::is_same_v<Schedule, OneFOneB>,
+                "Pipeline<Split<...>, Microbatches<m>, Schedule>: Schedule must be pnn::GPipe or pnn::OneFOneB");
+  using communicator = Comm;
+  using split = SplitPoints;
+  using schedule = Schedule;
+  static constexpr index microbatches = Count::count;
+  static constexpr const char* name = "pipeline";
+};
+
+// Layer partitioning: a pipeline of one micro-batch.
+template <class SplitPoints, class Comm = Local>
+using ModelParallel = Pipeline<SplitPoints, Microbatches<1>, GPipe, Comm>;
+
+struct DistributedOptions {
+  int workers = 2;                     // ranks of an in-process (Local) group; Mpi takes mpirun's count
+  CommunicatorOptions communicator{};  // timeout, collective-order checking
+  index bucket_bytes = 256 * 1024;     // data parallel: gradient bucket size
+  bool overlap = true;                 // data parallel: reduce buckets while backward runs
+};
+
+// What a strategy measured over the steps so far.
+struct StrategyStatistics {
+  index steps = 0;
+  double step_seconds = 0;        // wall time inside train_step
+  double compute_seconds = 0;     // forward, loss and backward
+  double communication_seconds = 0;  // all-reduce (data parallel) or send/receive waits (pipeline)
+  double exposed_seconds = 0;     // data parallel: time waiting for reductions after backward ended
+  index bytes_communicated = 0;
+  double hidden_fraction() const {  // the part of the all-reduce time hidden behind backward
+    return communication_seconds > 0 ? 1 - exposed_seconds / communication_seconds : 0;
+  }
+  double bubble_fraction() const {  // pipeline: idle part of the step
+    return step_seconds > 0 ? 1 - compute_seconds / step_seconds : 0;
+  }
+};
+
+// ----- compile-time checks of split points ----------------------------------------------------------------
+template <std::size_t Position, std::size_t Point, std::size_t Layers>
+struct split_point_outside_the_model {
+  static_assert(always_false<split_point_outside_the_model>,
+                "Split<...>: the split point at Position (0-based) is Point, which lies outside the model's Layers "
+                "layers; split points must be between 1 and Layers - 1");
+  static constexpr bool value = false;
+};
+template <std::size_t Position, std::size_t Point>
+struct split_point_leaves_a_stage_empty {
+  static_assert(always_false<split_point_leaves_a_stage_empty>,
+                "Split<...>: the split point at Position (0-based) leaves a stage without layers: it is 0, equals "
+                "the layer count, or repeats the previous point");
+  static constexpr bool value = false;
+};
+template <std::size_t Position, std::size_t Point, std::size_t Previous>
+struct split_points_out_of_order {
+  static_assert(always_false<split_points_out_of_order>,
+                "Split<...>: the split point at Position (0-based) is Point, smaller than the point before it "
+                "(Previous); split points must increase");
+  static constexpr bool value = false;
+};
+
+template <std::size_t Position, std::size_t Point, std::size_t Previous, std::size_t Layers>
+constexpr bool check_split_point() {
+  if constexpr (Point > Layers) return split_point_outside_the_model<Position, Point, Layers>::value;
+  else if constexpr (Point == 0 || Point == Layers || (Position > 0 && Point == Previous))
+    return split_point_leaves_a_stage_empty<Position, Point>::value;
+  else if constexpr (Position > 0 && Point < Previous) return split_points_out_of_order<Position, Point, Previous>::value;
+  else return true;
+}
+
+template <class SplitPoints, std::size_t Layers>
+constexpr bool check_split() {
+  return []<std::size_t... I>(std::index_sequence<I...>) {
+    return (check_split_point<I, SplitPoints::points[I], (I > 0 ? SplitPoints::points[I > 0 ? I - 1 : 0] : 0),
+                              Layers>() && ...);
+  }(std::make_index_sequence<SplitPoints::count>{});
+}
+
+}  // namespace pnn

@@ -1,0 +1,177 @@
+// pnn/train/fit.hpp: the training loop. fit() trains a model on a Dataset for some epochs (or steps),
+// shows progress, evaluates on a test set after each epoch, and writes one JSON object per epoch.
+//
+// fit() needs only what every model type provides (a serial Sequential and a Distributed one alike):
+//   model.train_step(inputs, labels, optimizer, loss) -> mean loss of the batch
+//   model.predict(inputs)                             -> outputs, without dropout or batch statistics
+// so switching the parallel strategy does not change the training program.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <numeric>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
+
+#include "pnn/data/batcher.hpp"
+#include "pnn/data/dataset.hpp"
+#include "pnn/loss/softmax_cross_entropy.hpp"
+#include "pnn/optim/optimizer.hpp"
+#include "pnn/train/metrics.hpp"
+
+namespace pnn {
+
+struct FitOptions {
+  index epochs = 1;
+  index max_steps = 0;            // stop after this many optimiser steps in all (0: no limit)
+  index batch_size = 64;
+  std::uint64_t seed = 0;         // the shuffling order
+  bool shuffle = true;
+  index evaluation_batch = 1000;  // samples per predict() call when evaluating
+  std::filesystem::path metrics_path;  // if set: one JSON object per epoch, rewritten atomically
+  std::ostream* progress = &std::cout;  // nullptr: silent
+};
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+  index samples = 0;
+};
+
+// Mean loss and accuracy of the model's predictions on a whole dataset.
+template <class Model, class LossFunction = SoftmaxCrossEntropy>
+Evaluation evaluate(Model& model, const Dataset& data, index batch_size = 1000, const LossFunction& loss = {}) {
+  using T = typename Model::value_type;
+  PNN_CHECK(batch_size > 0, ArgumentError, "evaluate: batch size must be positive, got ", batch_size);
+  Evaluation result;
+  BasicBatch<T> batch;
+  std::vector<index> order(static_cast<std::size_t>(batch_size));
+  double loss_sum = 0;
+  index correct = 0;
+  for (index begin = 0; begin < data.size(); begin += batch_size) {
+    const index count = std::min(batch_size, data.size() - begin);
+    order.resize(static_cast<std::size_t>(count));
+    std::iota(order.begin(), order.end(), begin);
+    copy_samples(data, std::span<const index>(order), batch);
+    const auto output = model.predict(batch.inputs.view());
+    const TensorView<const std::int32_t, 1> labels = batch.labels.view();
+    loss_sum += static_cast<double>(loss(output, labels, TensorView<T, 2>{})) * static_cast<double>(count);
+    correct += count_correct(output, labels);
+  }
+  result.samples = data.size();
+  if (data.size() > 0) {
+    result.loss = loss_sum / static_cast<double>(data.size());
+    result.accuracy = static_cast<double>(correct) / static_cast<double>(data.size());
+  }
+  return result;
+}
+
+namespace detail {
+// A progress line that redraws itself on a terminal and prints at every tenth of an epoch otherwise.
+class ProgressLine {
+ public:
+  ProgressLine(std::ostream* out, index epoch, index epochs, index total)
+      : out_(out), epoch_(epoch), epochs_(epochs), total_(total),
+        interactive_(out == &std::cout && isatty_stdout()) {}
+
+  void update(index done, double mean_loss, double samples_per_second) {
+    if (!out_) return;
+    const index tenth = total_ > 0 ? done * 10 / total_ : 10;
+    if (!interactive_ && tenth == last_tenth_ && done < total_) return;
+    last_tenth_ = tenth;
+    std::ostringstream line;
+    const int width = 30;
+    const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
+    line << "epoch " << epoch_ << "/" << epochs_ << " [" << std::string(static_cast<std::size_t>(filled), '=')
+         << std::string(static_cast<std::size_t>(width - filled), ' ') << "] " << done << "/" << total_
+         << "  loss " << std::fixed << std::setprecision(4) << mean_loss << "  " << std::setprecision(0)
+         << samples_per_second << " samples/s";
+    if (interactive_) *out_ << '\r' << line.str() << std::flush;
+    else *out_ << line.str() << '\n' << std::flush;
+  }
+  void finish() {
+    if (out_ && interactive_) *out_ << '\n';
+  }
+
+ private:
+  static bool isatty_stdout() { return ::isatty(1) != 0; }
+  std::ostream* out_;
+  index epoch_, epochs_, total_;
+  bool interactive_;
+  index last_tenth_ = -1;
+};
+}  // namespace detail
+
+// Trains `model` with `optimizer` on `train`; evaluates on `test` after each epoch if given.
+template <class Model, class Rule, class LossFunction = SoftmaxCrossEntropy>
+std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer,
+                              const Dataset& train, const Dataset* test, const FitOptions& options,
+                              const LossFunction& loss = {}) {
+  using T = typename Model::value_type;
+  using Clock = std::chrono::steady_clock;
+  PNN_CHECK(options.epochs > 0, ArgumentError, "fit: epochs must be positive, got ", options.epochs);
+  PNN_CHECK(options.max_steps >= 0, ArgumentError, "fit: max_steps must not be negative, got ", options.max_steps);
+  // Only one rank of a multi-process model prints and writes files.
+  bool primary = true;
+  if constexpr (requires { model.is_primary(); }) primary = model.is_primary();
+  std::ostream* const out = primary ? options.progress : nullptr;
+  Batcher batcher(train, options.batch_size, options.seed,
+                  options.shuffle ? BatchOrder::shuffled : BatchOrder::sequential);
+  BasicBatch<T> batch;
+  std::vector<EpochMetrics> history;
+  index steps = 0;
+  for (index epoch = 1; epoch <= options.epochs; ++epoch) {
+    if (options.max_steps > 0 && steps >= options.max_steps) break;
+    batcher.start_epoch(epoch - 1);
+    detail::ProgressLine progress(out, epoch, options.epochs, batcher.samples_per_epoch());
+    const auto start = Clock::now();
+    double loss_sum = 0;
+    index samples = 0;
+    while (batcher.next(batch)) {
+      const T value = model.train_step(std::as_const(batch).inputs.view(), std::as_const(batch).labels.view(), optimizer, loss);
+      PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value,
+                " at step ", steps + 1, " of epoch ", epoch, "; lower the learning rate");
+      loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());
+      samples += batch.size();
+      ++steps;
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      progress.update(samples, loss_sum / static_cast<double>(samples), samples / std::max(seconds, 1e-9));
+      if (options.max_steps > 0 && steps >= options.max_steps) break;
+    }
+    progress.finish();
+    EpochMetrics metrics;
+    metrics.epoch = epoch;
+    metrics.steps = steps;
+    metrics.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    metrics.train_loss = samples ? loss_sum / static_cast<double>(samples) : 0;
+    metrics.samples_per_second = static_cast<double>(samples) / std::max(metrics.seconds, 1e-9);
+    if (test) {
+      const Evaluation evaluation = evaluate(model, *test, options.evaluation_batch, loss);
+      metrics.test_loss = evaluation.loss;
+      metrics.test_accuracy = evaluation.accuracy;
+    }
+    history.push_back(metrics);
+    if (out) {
+      *out << "epoch " << epoch << ": train loss " << std::fixed << std::setprecision(4)
+                        << metrics.train_loss;
+      if (test)
+        *out << ", test loss " << metrics.test_loss << ", test accuracy " << std::setprecision(2)
+                          << 100 * metrics.test_accuracy << "%";
+      *out << ", " << std::setprecision(1) << metrics.seconds << " s, " << std::setprecision(0)
+                        << metrics.samples_per_second << " samples/s\n" << std::flush;
+    }
+    if (primary && !options.metrics_path.empty()) write_metrics(options.metrics_path, history);
+  }
+  return history;
+}
+
+}  // namespace pnn

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and trains the example CNN on Fashion-MNIST, printing progress and the
+# test accuracy. Extra arguments go to the training program (see --help), e.g. --epochs 3 --threads 2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+build=${PNN_BUILD_DIR:-build}
+[ -f "$build/build.ninja" ] || meson setup "$build" --buildtype=release
+meson compile -C "$build" examples/train_cnn
+exec "$build/examples/train_cnn" "$@"
