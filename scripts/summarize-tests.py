@@ -9,6 +9,7 @@ import json
 import re
 import sys
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUMMARY = re.compile(r"\[doctest\] test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed\s*\|\s*(\d+) skipped")
 
 passed = failed = skipped = 0
@@ -19,7 +20,7 @@ with open(sys.argv[1]) as log:
             continue
         test = json.loads(line)
         ok = test["result"] in ("OK", "EXPECTEDFAIL")
-        counts = SUMMARY.findall(test.get("stdout") or "")
+        counts = SUMMARY.findall(ANSI.sub("", test.get("stdout") or ""))
         if counts:
             # An MPI test prints one summary per rank: take the worst rank.
             total, good, bad, skip = max((tuple(map(int, c)) for c in counts), key=lambda c: (c[2], -c[1]))

@@ -26,7 +26,7 @@ std::filesystem::path scratch_directory() {
 
 TEST_CASE("train.mlp_one_epoch_reaches_84_percent") {
   Mlp model(1);
-  Optimizer<SGD> optimizer({.learning_rate = 0.05, .momentum = 0.9});
+  Optimizer<Adam> optimizer({.learning_rate = 0.001});
   const auto history = fit(model, optimizer, fashion_mnist().train, &fashion_mnist().test,
                            {.epochs = 1, .batch_size = 64, .seed = 1, .progress = nullptr});
   REQUIRE(history.size() == 1);

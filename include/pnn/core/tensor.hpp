@@ -49,7 +49,7 @@ class TensorView : public Expression<TensorView<T, Rank, D>> {
   }
   // Deleted because it would be ambiguous between "refer to other memory" and "copy the elements":
   // use rebind(other) for the first and copy(source, destination) for the second.
-  TensorView& operator=(const TensorView&) = delete;
+  const TensorView& operator=(const TensorView&) const = delete;  // const, like the others: no ambiguity
   template <AnyExpression E>
   const TensorView& operator+=(const E& e) const { return *this = *this + e.self(); }
   template <AnyExpression E>

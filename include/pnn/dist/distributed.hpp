@@ -196,9 +196,9 @@ class Distributed {
   T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
                Optimizer<Rule, T, D>& optimizer, const LossFunction& loss = {}) {
     T result{};
-    each("train_step", [&](Worker& worker, int rank) {
+    each("train_step", [&](Worker& worker, bool reporting) {
       const T value = worker.train_step(inputs, targets, optimizer.rule, loss);
-      if (rank == 0) result = value;
+      if (reporting) result = value;
     });
     return result;
   }
@@ -206,9 +206,9 @@ class Distributed {
   // Outputs for the inputs, without dropout or batch statistics.
   TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
     TensorView<const T, 2, D> result;
-    each("predict", [&](Worker& worker, int rank) {
+    each("predict", [&](Worker& worker, bool reporting) {
       const auto output = worker.predict(inputs);
-      if (rank == 0) result.rebind(output);
+      if (reporting) result.rebind(output);
     });
     return result;
   }
@@ -216,8 +216,8 @@ class Distributed {
   // The whole model with the current weights (collective: every MPI rank must call it).
   Model gathered() {
     Model whole(seed_);
-    each("gather", [&](Worker& worker, int rank) {
-      if (rank == 0) {
+    each("gather", [&](Worker& worker, bool reporting) {
+      if (reporting) {
         worker.gather(whole);
       } else {
         Model scratch(seed_);
@@ -236,7 +236,7 @@ class Distributed {
   void load(const std::filesystem::path& path) {
     Model whole(seed_);
     whole.load(path);
-    each("load", [&](Worker& worker, int) { worker.scatter(whole); });
+    each("load", [&](Worker& worker, bool) { worker.scatter(whole); });
   }
 
   // True on the rank that prints and writes files (rank 0 with Mpi; always with Local).
@@ -270,12 +270,14 @@ class Distributed {
   }
 
  private:
+  // Runs job(worker, reporting) on every rank of this process. `reporting` marks the rank whose results
+  // this process returns: rank 0 of an in-process group, or this process's own rank with Mpi.
   template <class Job>
   void each(const char* operation, Job&& job) {
     if constexpr (threads) {
-      ranks_->run(operation, std::forward<Job>(job));
+      ranks_->run(operation, [&](Worker& worker, int rank) { job(worker, rank == 0); });
     } else {
-      guard(operation, [&] { job(*worker_, communicator_->rank()); });
+      guard(operation, [&] { job(*worker_, true); });
     }
   }
 

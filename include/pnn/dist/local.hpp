@@ -287,7 +287,7 @@ class Local {
   int rank() const { return rank_; }
   int size() const { return group_->size(); }
   const CommunicatorOptions& options() const { return group_->options(); }
-  std::string name() const { return "Local (threads)"; }
+  static std::string name() { return "Local, threads of one process"; }
 
   template <class T>
   void all_reduce(TensorView<T, 1, cpu> data) {

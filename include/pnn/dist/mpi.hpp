@@ -9,6 +9,13 @@
 // that fails calls abort(), which prints its message and makes mpirun stop every rank.
 #pragma once
 
+// pnn uses MPI's C interface; skipping the deprecated C++ bindings saves compile time and warnings.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <chrono>
@@ -145,7 +152,7 @@ class Mpi {
   int rank() const { return rank_; }
   int size() const { return size_; }
   const CommunicatorOptions& options() const { return options_; }
-  std::string name() const { return "Mpi (processes)"; }
+  static std::string name() { return "Mpi, processes under mpirun"; }
 
   template <class T>
   void all_reduce(TensorView<T, 1, cpu> data) {

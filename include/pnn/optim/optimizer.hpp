@@ -42,9 +42,11 @@ class Optimizer {
 
   // One update of every trainable parameter from its gradient.
   void step(std::span<const Parameter<T, D>> parameters) {
-    if (states_.empty()) {
+    rule.validate();  // the hyper-parameters may have been changed since the last step
+    if (!started_) {
       for (const auto& p : parameters)
         states_.emplace_back(p.trainable() ? p.value.size() : 0);
+      started_ = true;
     }
     PNN_CHECK(states_.size() == parameters.size(), ArgumentError, "Optimizer::step: called with ", parameters.size(),
               " parameters after ", states_.size(), " on earlier steps; use one optimizer per model");
@@ -62,6 +64,7 @@ class Optimizer {
   // Forgets momentum and moments, as if no step had been taken.
   void reset() {
     states_.clear();
+    started_ = false;
     steps_ = 0;
   }
 
@@ -74,6 +77,7 @@ class Optimizer {
     typename Rule::template State<T, D> state;
   };
   std::vector<Slot> states_;
+  bool started_ = false;
   index steps_ = 0;
 };
 

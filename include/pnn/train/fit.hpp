@@ -37,7 +37,7 @@ struct FitOptions {
   std::uint64_t seed = 0;         // the shuffling order
   bool shuffle = true;
   index evaluation_batch = 1000;  // samples per predict() call when evaluating
-  std::filesystem::path metrics_path;  // if set: one JSON object per epoch, rewritten atomically
+  std::filesystem::path metrics_path{};  // if set: one JSON object per epoch, rewritten atomically
   std::ostream* progress = &std::cout;  // nullptr: silent
 };
 
@@ -86,8 +86,13 @@ class ProgressLine {
   void update(index done, double mean_loss, double samples_per_second) {
     if (!out_) return;
     const index tenth = total_ > 0 ? done * 10 / total_ : 10;
-    if (!interactive_ && tenth == last_tenth_ && done < total_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total_) {
+      if (!interactive_ && tenth == last_tenth_) return;
+      if (interactive_ && now - last_draw_ < std::chrono::milliseconds(100)) return;  // redraw ten times a second
+    }
     last_tenth_ = tenth;
+    last_draw_ = now;
     std::ostringstream line;
     const int width = 30;
     const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
@@ -108,6 +113,7 @@ class ProgressLine {
   index epoch_, epochs_, total_;
   bool interactive_;
   index last_tenth_ = -1;
+  std::chrono::steady_clock::time_point last_draw_{};
 };
 }  // namespace detail
 
@@ -161,13 +167,14 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
     }
     history.push_back(metrics);
     if (out) {
-      *out << "epoch " << epoch << ": train loss " << std::fixed << std::setprecision(4)
-                        << metrics.train_loss;
+      std::ostringstream line;  // formatted apart, so the caller's stream keeps its settings
+      line << "epoch " << epoch << ": train loss " << std::fixed << std::setprecision(4) << metrics.train_loss;
       if (test)
-        *out << ", test loss " << metrics.test_loss << ", test accuracy " << std::setprecision(2)
-                          << 100 * metrics.test_accuracy << "%";
-      *out << ", " << std::setprecision(1) << metrics.seconds << " s, " << std::setprecision(0)
-                        << metrics.samples_per_second << " samples/s\n" << std::flush;
+        line << ", test loss " << metrics.test_loss << ", test accuracy " << std::setprecision(2)
+             << 100 * metrics.test_accuracy << "%";
+      line << ", " << std::setprecision(1) << metrics.seconds << " s, " << std::setprecision(0)
+           << metrics.samples_per_second << " samples/s\n";
+      *out << line.str() << std::flush;
     }
     if (primary && !options.metrics_path.empty()) write_metrics(options.metrics_path, history);
   }

@@ -1,0 +1,185 @@
+// examples/training_program.hpp: the command line shared by the training examples.
+//
+// Each example defines its network type and where a pipeline would cut it, and calls
+// run_training_program<Network, Stages>(...). The build compiles every example once per strategy from
+// the same source, choosing the strategy with PNN_EXAMPLE_STRATEGY (serial, data_parallel,
+// model_parallel, pipeline) and the communicator with PNN_EXAMPLE_MPI (Mpi under mpirun, else Local
+// threads, --workers of them). The program parses the flags, loads the data (Fashion-MNIST by default),
+// trains with fit(), reports the test accuracy, and optionally saves the weights and per-epoch metrics.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+#include <cstdlib>
+#include <iostream>
+#include <pnn/dist.hpp>
+#include <pnn/pnn.hpp>
+#include <string>
+
+#if defined(PNN_EXAMPLE_MPI)
+#include <pnn/dist/mpi.hpp>
+#endif
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace examples {
+
+#define PNN_STRATEGY_serial 0
+#define PNN_STRATEGY_data_parallel 1
+#define PNN_STRATEGY_model_parallel 2
+#define PNN_STRATEGY_pipeline 3
+#define PNN_STRATEGY_ID(name) PNN_STRATEGY_##name
+#define PNN_STRATEGY_SELECTED(name) PNN_STRATEGY_ID(name)
+#if !defined(PNN_EXAMPLE_STRATEGY)
+#define PNN_EXAMPLE_STRATEGY serial
+#endif
+
+#if defined(PNN_EXAMPLE_MPI)
+using Communicator = pnn::Mpi;
+#else
+using Communicator = pnn::Local;
+#endif
+
+// The type the program trains: the network itself, or the network under the chosen strategy.
+template <class Network, class Stages>
+using Trained =
+#if PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_serial
+    Network;
+#elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_data_parallel
+    pnn::Distributed<Network, pnn::DataParallel<Communicator>>;
+#elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_model_parallel
+    pnn::Distributed<Network, pnn::ModelParallel<Stages, Communicator>>;
+#elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_pipeline
+    pnn::Distributed<Network, pnn::Pipeline<Stages, pnn::Microbatches<8>, pnn::OneFOneB, Communicator>>;
+#else
+#error "PNN_EXAMPLE_STRATEGY must be serial, data_parallel, model_parallel or pipeline"
+#endif
+
+template <class Model>
+inline constexpr bool is_distributed = requires { typename Model::strategy_type; };
+
+struct Defaults {
+  pnn::index epochs = 1;
+  pnn::index batch = 64;
+  double learning_rate = 0.05;
+  double momentum = 0.9;
+  std::string optimizer = "sgd";
+};
+
+struct Flags {
+  pnn::index epochs;
+  pnn::index steps = 0;
+  pnn::index batch;
+  double learning_rate;
+  double momentum;
+  double weight_decay = 0;
+  std::string optimizer{};
+  int threads = 1;
+  int workers = 2;
+  std::uint64_t seed = 1;
+  std::string data{};
+  std::string save{};
+  std::string metrics{};
+  bool quiet = false;
+};
+
+inline void add_flags(CLI::App& app, Flags& flags) {
+  app.add_option("--epochs", flags.epochs, "Passes over the training set")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--steps", flags.steps, "Stop after this many optimiser steps (0: no limit)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--batch", flags.batch, "Samples per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lr", flags.learning_rate, "Learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--momentum", flags.momentum, "Momentum (sgd, nesterov, lars)")->check(CLI::Range(0.0, 0.999999))->capture_default_str();
+  app.add_option("--weight-decay", flags.weight_decay, "Weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--optimizer", flags.optimizer, "sgd, nesterov, adam or lars")
+      ->check(CLI::IsMember({"sgd", "nesterov", "adam", "lars"}))->capture_default_str();
+  app.add_option("--threads", flags.threads, "Threads for matrix products (per worker)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--workers", flags.workers,
+                 "Ranks of a parallel strategy in this process (with MPI builds, mpirun -np sets them instead)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seed", flags.seed, "Seed of every random choice (initialisation, shuffling, dropout)")->capture_default_str();
+  app.add_option("--data", flags.data,
+                 "Folder with the four MNIST-format IDX files (.gz or raw); default: $PNN_DATA, else Debian's Fashion-MNIST");
+  app.add_option("--save", flags.save, "Write the trained weights to this safetensors file");
+  app.add_option("--metrics", flags.metrics, "Write one JSON object per epoch to this file");
+  app.add_flag("--quiet", flags.quiet, "Print only the final result");
+}
+
+inline void use_threads(int threads) {
+  Eigen::setNbThreads(threads);
+#if defined(_OPENMP)
+  omp_set_num_threads(threads);
+#endif
+}
+
+// Calls train(optimizer) with the optimiser the flags choose.
+template <class T, class Train>
+void with_optimizer(const Flags& flags, Train&& train) {
+  if (flags.optimizer == "adam") {
+    pnn::Optimizer<pnn::Adam, T> optimizer({.learning_rate = flags.learning_rate, .weight_decay = flags.weight_decay});
+    train(optimizer);
+  } else if (flags.optimizer == "lars") {
+    pnn::Optimizer<pnn::LARS, T> optimizer(
+        {.learning_rate = flags.learning_rate, .momentum = flags.momentum, .weight_decay = flags.weight_decay});
+    train(optimizer);
+  } else {
+    pnn::Optimizer<pnn::SGD, T> optimizer({.learning_rate = flags.learning_rate, .momentum = flags.momentum,
+                                           .weight_decay = flags.weight_decay, .nesterov = flags.optimizer == "nesterov"});
+    train(optimizer);
+  }
+}
+
+template <class Network, class Stages>
+int run_training_program(int argc, char** argv, const std::string& description, const Defaults& defaults) {
+  using Model = Trained<Network, Stages>;
+  CLI::App app{description};
+  Flags flags{.epochs = defaults.epochs, .batch = defaults.batch, .learning_rate = defaults.learning_rate,
+              .momentum = defaults.momentum, .optimizer = defaults.optimizer};
+  add_flags(app, flags);
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    use_threads(flags.threads);
+    auto model = [&] {
+      if constexpr (is_distributed<Model>) return Model(flags.seed, {.workers = flags.workers});
+      else return Model(flags.seed);
+    }();
+    bool primary = true;
+    std::string strategy = "serial";
+    if constexpr (is_distributed<Model>) {
+      primary = model.is_primary();
+      strategy = std::string(Model::strategy_type::name) + ", " + std::to_string(model.ranks()) + " ranks (" +
+                 Communicator::name() + ")";
+    }
+    const bool verbose = primary && !flags.quiet;
+    const auto directory = flags.data.empty() ? pnn::default_data_directory() : std::filesystem::path(flags.data);
+    if (verbose) std::cout << "loading " << directory.string() << "\n";
+    const pnn::TrainTestData data = pnn::load_mnist_format(directory);
+    if (verbose) {
+      std::cout << description << ": " << model.parameter_count() << " parameters, " << strategy << ", "
+                << flags.threads << " thread(s) per rank, " << flags.optimizer << " lr " << flags.learning_rate
+                << ", batch " << flags.batch << "\n" << Network::summary();
+    }
+    pnn::FitOptions options{.epochs = flags.epochs, .max_steps = flags.steps, .batch_size = flags.batch,
+                            .seed = flags.seed, .metrics_path = flags.metrics,
+                            .progress = flags.quiet ? nullptr : &std::cout};
+    std::vector<pnn::EpochMetrics> history;
+    with_optimizer<typename Network::value_type>(flags, [&](auto& optimizer) {
+      history = pnn::fit(model, optimizer, data.train, &data.test, options);
+    });
+    if (primary && !history.empty())
+      std::cout << "test accuracy " << 100 * history.back().test_accuracy << "% after " << history.back().steps
+                << " steps\n";
+    if (!flags.save.empty()) {
+      model.save(flags.save);
+      if (verbose) std::cout << "saved " << flags.save << "\n";
+    }
+  } catch (const std::exception& error) {
+    std::cerr << "error: " << error.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace examples
