@@ -38,7 +38,7 @@ struct Tripwire {
 
 using Net = Sequential<Input<4>, Tripwire, Dense<3>>;
 
-struct Batch {
+struct TripwireBatch {
   Tensor<float, 2> inputs{4, 4};
   Tensor<std::int32_t, 1> labels{Extents<1>{4}};
 };
@@ -47,7 +47,7 @@ struct Batch {
 TEST_CASE("distributed.a_throwing_rank_stops_every_rank") {
   Distributed<Net, DataParallel<Local>> model(1, {.workers = 2});
   Optimizer<SGD> optimizer;
-  Batch batch;
+  TripwireBatch batch;
   batch.inputs(3, 1) = std::nanf("");  // row 3 belongs to rank 1's half
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH_AS(model.train_step(batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
@@ -62,7 +62,7 @@ TEST_CASE("distributed.a_throwing_pipeline_stage_stops_every_stage") {
   Distributed<Sequential<Input<4>, Dense<4>, Tripwire, Dense<3>>, Pipeline<Split<1>, Microbatches<2>, OneFOneB>> model(
       1, {.workers = 2});
   Optimizer<SGD> optimizer;
-  Batch batch;
+  TripwireBatch batch;
   // Stage 1 starts with the Tripwire; a NaN input reaches it through Dense.
   batch.inputs(0, 0) = std::nanf("");
   CHECK_THROWS_WITH_AS(model.train_step(batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
@@ -72,7 +72,7 @@ TEST_CASE("distributed.a_throwing_pipeline_stage_stops_every_stage") {
 TEST_CASE("distributed.a_rank_that_never_arrives_is_named") {
   Distributed<Net, DataParallel<Local>> model(1, {.workers = 2, .communicator = {.timeout = 300ms}});
   Optimizer<SGD> optimizer;
-  Batch batch;
+  TripwireBatch batch;
   batch.inputs(2, 0) = -1000;  // the first row of rank 1's half: rank 1 stalls in forward
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH_AS(model.train_step(batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),

@@ -101,7 +101,8 @@ struct Step {
   template <class T> PNN_HOST_DEVICE static T apply(T x) { return x > T(0) ? T(1) : T(0); }
   template <class X> static auto lower(const X& x) {
     using T = typename X::Scalar;
-    return (x > T(0)).template cast<T>();
+    // select() vectorises where a cast of the comparison does not.
+    return (x > T(0)).select(X::PlainObject::Ones(x.size()), T(0));
   }
 };
 struct Tanh {

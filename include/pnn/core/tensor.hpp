@@ -259,8 +259,8 @@ using Matrix = TensorView<T, 2, D>;
 template <class T, class D = cpu>
 using ConstMatrix = TensorView<const T, 2, D>;
 
-// Copies elements between views of equal size, on the same device (other pairs are defined by the
-// device's headers, e.g. host <-> cuda in include/pnn/cuda/).
+// Copies elements between views of equal size on the same device. Copies between devices are overloads
+// of the same function, defined by the device's headers (host <-> cuda in include/pnn/cuda/).
 template <class T, std::size_t R, class D>
 void copy(TensorView<const T, R, D> source, TensorView<T, R, D> destination) {
   PNN_CHECK(source.size() == destination.size(), ShapeError, "copy between tensors of different sizes: ",

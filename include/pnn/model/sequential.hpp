@@ -74,6 +74,18 @@ inline std::uint64_t parameter_stream(const std::string& name) {
   return hash;
 }
 
+namespace detail {
+// The sample shape an Input<...> names; a placeholder otherwise, so a missing Input gives one error.
+template <class First>
+struct input_shape_of {
+  using type = Shape<1>;
+};
+template <index... Dims>
+struct input_shape_of<Input<Dims...>> {
+  using type = Shape<Dims...>;
+};
+}  // namespace detail
+
 template <class T, class D, class First, class... Rest>
 class BasicSequential {
   static_assert(is_input<First>,
@@ -81,11 +93,11 @@ class BasicSequential {
                 "Sequential<Input<1, 28, 28>, Conv2D<16, 5>, ...> or Sequential<Input<784>, Dense<10>>");
 
  public:
-  using Stack = LayerStack<T, D, typename First::shape, Rest...>;
+  using Stack = LayerStack<T, D, typename detail::input_shape_of<First>::type, Rest...>;
   using Trace = typename Stack::Trace;
   using value_type = T;
   using device = D;
-  using input_shape = typename First::shape;
+  using input_shape = typename Stack::input_shape;
   using output_shape = typename Stack::output_shape;
   static constexpr std::size_t layer_count = Stack::layer_count;
   template <class OtherDevice>
@@ -120,7 +132,7 @@ class BasicSequential {
       } else {
         Tensor<T, 1, cpu> host(Extents<1>{p.value.size()});
         initialise_parameter<T>(host.view(), p.declaration, root.split(parameter_stream(p.name())));
-        copy_to_device(host.view(), p.value);
+        copy(TensorView<const T, 1, cpu>(host.view()), p.value);  // host to device: defined by the device's headers
       }
     }
     gradients_.fill_zero();
@@ -260,11 +272,6 @@ class BasicSequential {
     copy(other.gradients_.view(), gradients_.view());
     seed_ = other.seed_;
     dropout_random_ = other.dropout_random_;
-  }
-
-  template <class Host, class Dev>
-  static void copy_to_device(const Host& host, const Dev& device_view) {
-    copy_between_devices(TensorView<const T, 1, cpu>(host), device_view);
   }
 
   std::uint64_t seed_;

@@ -1,0 +1,382 @@
+// pnn/core/kernels.hpp: the CPU kernels behind the convolution and pooling layers, and the window
+// geometry they share: im2col / col2im, max and average pooling forward and backward.
+//
+// Images are stored channels-last: a batch row holds one sample's H*W*C values ordered (h, w, c). Every
+// kernel here walks windows with the channel index innermost, so its inner loops run over contiguous
+// memory and vectorise. No loop tests borders per element: im2col reads from a zero-bordered copy of
+// each sample, col2im clips each window row once. The vector code uses GCC/Clang vector extensions
+// (as pnn already relies on GNU extensions elsewhere), never intrinsics, so it follows the target flags.
+//
+// Each kernel is a free function overloaded on the device through its TensorView arguments. The layers
+// call them unqualified with the view's device, so a backend adds overloads for TensorView<..., cuda>
+// (include/pnn/cuda/) and the layers stay unchanged.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "pnn/core/error.hpp"
+#include "pnn/core/tensor.hpp"
+
+namespace pnn {
+
+// A square window (kernel) sliding over a (channels, height, width) sample with a stride, over an
+// input padded with `padding` zeros on every side. Pooling uses it with padding 0.
+struct ConvolutionGeometry {
+  index channels = 0;
+  index height = 0;
+  index width = 0;
+  index kernel = 1;
+  index stride = 1;
+  index padding = 0;
+  index output_height = 0;
+  index output_width = 0;
+
+  // Derives the output size. A window larger than the padded input gives a geometry that does not fit().
+  static constexpr ConvolutionGeometry make(index channels, index height, index width, index kernel,
+                                            index stride = 1, index padding = 0) {
+    ConvolutionGeometry g{channels, height, width, kernel, stride, padding, 0, 0};
+    if (stride > 0 && kernel <= height + 2 * padding && kernel <= width + 2 * padding) {
+      g.output_height = (height + 2 * padding - kernel) / stride + 1;
+      g.output_width = (width + 2 * padding - kernel) / stride + 1;
+    }
+    return g;
+  }
+
+  constexpr bool fits() const {
+    return channels > 0 && height > 0 && width > 0 && kernel > 0 && stride > 0 && padding >= 0 &&
+           output_height > 0 && output_width > 0;
+  }
+  // Elements of one input sample, of one output channel plane, of one im2col row.
+  constexpr index input_size() const { return height * width * channels; }
+  constexpr index output_positions() const { return output_height * output_width; }
+  constexpr index patch_size() const { return kernel * kernel * channels; }
+  // Elements of one pooled sample (pooling keeps the channels).
+  constexpr index pooled_size() const { return output_positions() * channels; }
+};
+
+// The geometry of a window over samples of the compile-time shape In = Shape<C, H, W>; for a shape of
+// another rank, a geometry that does not fit(). Layers compute their output shape from it.
+template <class In>
+constexpr ConvolutionGeometry window_geometry(index kernel, index stride, index padding) {
+  if constexpr (In::rank == 3)
+    return ConvolutionGeometry::make(In::dims[0], In::dims[1], In::dims[2], kernel, stride, padding);
+  else
+    return ConvolutionGeometry{};
+}
+
+// Where max pooling found each maximum: an offset into the sample's input row. 32 bits halve the
+// memory traffic of the index tensor; the pooling layers reject samples too large for it.
+using SampleOffset = std::int32_t;
+
+namespace detail {
+inline void check_geometry(const ConvolutionGeometry& g, const char* kernel) {
+  PNN_CHECK(g.fits(), ShapeError, kernel, ": the ", g.kernel, "x", g.kernel, " window with stride ", g.stride,
+            " and padding ", g.padding, " does not fit a ", g.height, "x", g.width, "x", g.channels,
+            " (H, W, C) sample");
+}
+template <class A, class B>
+void check_rows(const A& images, index image_size, const B& windows, index window_rows, index window_size,
+                const char* kernel) {
+  PNN_CHECK(images.dim(1) == image_size && windows.dim(0) == images.dim(0) * window_rows &&
+                windows.dim(1) == window_size,
+            ShapeError, kernel, ": a batch of shape ", format_extents<2>(images.shape()), " and ",
+            format_extents<2>(windows.shape()), " do not fit the geometry (expected (batch, ", image_size,
+            ") and (batch * ", window_rows, ", ", window_size, "))");
+}
+
+// One vector of values of type T and a matching vector of offsets, as GCC/Clang vector extensions: the
+// compiler maps them onto the widest registers the target flags allow (one AVX register, two SSE ones)
+// with no intrinsics and no instruction-set checks here. They appear only as local variables, so no
+// function's calling convention depends on the target.
+template <class T>
+struct Lanes {
+  static_assert(std::is_floating_point_v<T> && (sizeof(T) == 4 || sizeof(T) == 8),
+                "pnn's CPU kernels take float or double elements");
+  static constexpr index count = 32 / static_cast<index>(sizeof(T));
+  using Offset = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;  // same width: selects line up
+  using Values [[gnu::vector_size(32)]] = T;
+  using Offsets [[gnu::vector_size(32)]] = Offset;
+  using StoredOffsets [[gnu::vector_size(count * sizeof(SampleOffset))]] = SampleOffset;
+};
+
+// Copies `vectors` whole vectors of values. Each is a fixed-size memcpy, which the compiler turns into a
+// vector load and store instead of a library call.
+template <class T>
+inline void copy_vectors(const T* source, T* destination, index vectors) {
+  constexpr index lanes = Lanes<T>::count;
+  for (index v = 0; v < vectors; ++v)
+    std::memcpy(destination + v * lanes, source + v * lanes, sizeof(typename Lanes<T>::Values));
+}
+
+// destination[i] += source[i] for i < count, a vector at a time.
+template <class T>
+inline void add_into(const T* source, T* destination, index count) {
+  using Values = typename Lanes<T>::Values;
+  constexpr index lanes = Lanes<T>::count;
+  index i = 0;
+  for (; i + lanes <= count; i += lanes) {
+    Values sum, addend;
+    std::memcpy(&sum, destination + i, sizeof sum);
+    std::memcpy(&addend, source + i, sizeof addend);
+    sum += addend;
+    std::memcpy(destination + i, &sum, sizeof sum);
+  }
+  for (; i < count; ++i) destination[i] += source[i];
+}
+
+// Whether every input element lies in exactly one window: backward can then write each input gradient
+// once instead of clearing the whole gradient and adding into it.
+inline bool windows_tile_input(const ConvolutionGeometry& g) {
+  return g.stride == g.kernel && g.output_height * g.kernel == g.height && g.output_width * g.kernel == g.width;
+}
+}  // namespace detail
+
+// columns(s * OH * OW + oh * OW + ow, (kh * K + kw) * C + c) = padded input s at (oh*S + kh, ow*S + kw, c).
+// input is (samples, H*W*C); columns is (samples * OH*OW, K*K*C). A convolution is then columns * W^T
+// with the weights stored (filters, K, K, C).
+//
+// Each sample is first copied into a zero-bordered image, so every window row is one contiguous run with
+// no border cases. Runs are copied in whole vector blocks, spilling into the start of the next run (which
+// is written afterwards) instead of finishing with a scalar loop: a 5x5 kernel on one channel has runs
+// of only 5 values. Only the runs at the very end of `columns` are copied exactly.
+template <class T>
+void im2col(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geometry, TensorView<T, 2, cpu> columns) {
+  detail::check_geometry(geometry, "im2col");
+  detail::check_rows(input, geometry.input_size(), columns, geometry.output_positions(), geometry.patch_size(),
+                     "im2col");
+  constexpr index lanes = detail::Lanes<T>::count;
+  const index channels = geometry.channels, width = geometry.width, kernel = geometry.kernel;
+  const index stride = geometry.stride, padding = geometry.padding;
+  const index padded_width = width + 2 * padding, padded_height = geometry.height + 2 * padding;
+  const index run = kernel * channels;  // one kernel row of a window: contiguous in the padded image
+  const index run_vectors = (run + lanes - 1) / lanes;
+  // The zero border stays zero from one sample to the next; the slack lets the last run's blocks spill.
+  std::vector<T> padded(static_cast<std::size_t>(padded_height * padded_width * channels + lanes), T(0));
+  const index samples = input.dim(0);
+  T* out = columns.data();
+  T* const exact_from = columns.data() + std::max<index>(columns.size() - run_vectors * lanes, 0);
+  for (index s = 0; s < samples; ++s) {
+    const T* image = input.data() + s * geometry.input_size();
+    for (index h = 0; h < geometry.height; ++h)
+      std::memcpy(padded.data() + ((h + padding) * padded_width + padding) * channels, image + h * width * channels,
+                  sizeof(T) * static_cast<std::size_t>(width * channels));
+    for (index oh = 0; oh < geometry.output_height; ++oh) {
+      for (index ow = 0; ow < geometry.output_width; ++ow) {
+        const T* window = padded.data() + (oh * stride * padded_width + ow * stride) * channels;
+        for (index kh = 0; kh < kernel; ++kh, out += run) {
+          const T* source = window + kh * padded_width * channels;
+          if (out < exact_from) [[likely]]
+            detail::copy_vectors(source, out, run_vectors);
+          else
+            std::copy_n(source, run, out);
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: input_gradient = sum over the windows of their column rows, each added back to
+// the pixels it was copied from (padding discarded). Assigns input_gradient.
+template <class T>
+void col2im(TensorView<const T, 2, cpu> columns, const ConvolutionGeometry& geometry,
+            TensorView<T, 2, cpu> input_gradient) {
+  detail::check_geometry(geometry, "col2im");
+  detail::check_rows(input_gradient, geometry.input_size(), columns, geometry.output_positions(),
+                     geometry.patch_size(), "col2im");
+  const index channels = geometry.channels, height = geometry.height, width = geometry.width;
+  const index kernel = geometry.kernel, stride = geometry.stride, padding = geometry.padding;
+  const index run = kernel * channels;
+  const index samples = input_gradient.dim(0);
+  std::fill_n(input_gradient.data(), input_gradient.size(), T(0));
+  const T* in = columns.data();
+  for (index s = 0; s < samples; ++s) {
+    T* image = input_gradient.data() + s * geometry.input_size();
+    for (index oh = 0; oh < geometry.output_height; ++oh) {
+      const index top = oh * stride - padding;
+      for (index ow = 0; ow < geometry.output_width; ++ow) {
+        // The part of each window row inside the image (not in the padding): [inside_begin, inside_end) of the run.
+        const index left = ow * stride - padding;
+        const index inside_begin = std::clamp<index>(-left, 0, kernel) * channels;
+        const index inside_end = std::clamp<index>(width - left, 0, kernel) * channels;
+        for (index kh = 0; kh < kernel; ++kh, in += run) {
+          const index row = top + kh;
+          if (row < 0 || row >= height) continue;
+          const index origin = (row * width + left) * channels;  // where the run would start, padding included
+          detail::add_into(in + inside_begin, image + (origin + inside_begin), inside_end - inside_begin);
+        }
+      }
+    }
+  }
+}
+
+// output(s, (oh * OW + ow) * C + c) = max of the window at (oh, ow) in channel c; argmax receives the
+// offset of that maximum within the sample's input row (the first one, in window order, on ties).
+// input is (samples, H*W*C); output and argmax are (samples, OH*OW*C).
+template <class T>
+void max_pool_forward(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geometry,
+                      TensorView<T, 2, cpu> output, TensorView<SampleOffset, 2, cpu> argmax) {
+  detail::check_geometry(geometry, "max_pool_forward");
+  PNN_CHECK(geometry.padding == 0, ShapeError, "max_pool_forward: pooling windows are not padded");
+  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "max_pool_forward");
+  PNN_CHECK(argmax.shape() == output.shape(), ShapeError, "max_pool_forward: argmax has shape ",
+            format_extents<2>(argmax.shape()), ", the output ", format_extents<2>(output.shape()));
+  PNN_CHECK(geometry.input_size() <= std::numeric_limits<SampleOffset>::max(), ShapeError,
+            "max_pool_forward: samples of ", geometry.input_size(),
+            " elements are too large for 32-bit argmax offsets");
+  using Lanes = detail::Lanes<T>;
+  using Offset = typename Lanes::Offset;
+  typename Lanes::Offsets lane;  // 0, 1, 2, ...: added to a window's offset, the offset of every lane
+  for (index l = 0; l < Lanes::count; ++l) lane[l] = static_cast<Offset>(l);
+  const index channels = geometry.channels, kernel = geometry.kernel, stride = geometry.stride;
+  const index row_pitch = geometry.width * channels;
+  const index vector_channels = channels / Lanes::count * Lanes::count;
+  const index samples = input.dim(0);
+  T* best_out = output.data();
+  SampleOffset* where_out = argmax.data();
+  for (index s = 0; s < samples; ++s) {
+    const T* image = input.data() + s * geometry.input_size();
+    for (index oh = 0; oh < geometry.output_height; ++oh) {
+      for (index ow = 0; ow < geometry.output_width; ++ow, best_out += channels, where_out += channels) {
+        const index corner = oh * stride * row_pitch + ow * stride * channels;
+        // Channels a vector at a time: the running maxima and their offsets stay in registers.
+        for (index c = 0; c < vector_channels; c += Lanes::count) {
+          typename Lanes::Values best, value;
+          std::memcpy(&best, image + corner + c, sizeof best);
+          typename Lanes::Offsets where = lane + static_cast<Offset>(corner + c);
+          for (index kh = 0; kh < kernel; ++kh) {
+            for (index kw = kh == 0 ? 1 : 0; kw < kernel; ++kw) {
+              const index offset = corner + kh * row_pitch + kw * channels + c;
+              std::memcpy(&value, image + offset, sizeof value);
+              const auto greater = value > best;  // strict: the first maximum in window order wins ties
+              best = greater ? value : best;
+              where = greater ? lane + static_cast<Offset>(offset) : where;
+            }
+          }
+          std::memcpy(best_out + c, &best, sizeof best);
+          const auto stored = __builtin_convertvector(where, typename Lanes::StoredOffsets);
+          std::memcpy(where_out + c, &stored, sizeof stored);
+        }
+        for (index c = vector_channels; c < channels; ++c) {
+          T best = image[corner + c];
+          index where = corner + c;
+          for (index kh = 0; kh < kernel; ++kh) {
+            for (index kw = kh == 0 ? 1 : 0; kw < kernel; ++kw) {
+              const index offset = corner + kh * row_pitch + kw * channels + c;
+              if (image[offset] > best) {
+                best = image[offset];
+                where = offset;
+              }
+            }
+          }
+          best_out[c] = best;
+          where_out[c] = static_cast<SampleOffset>(where);
+        }
+      }
+    }
+  }
+}
+
+// Routes each output gradient to the input element that was the maximum. Assigns input_gradient.
+template <class T>
+void max_pool_backward(TensorView<const T, 2, cpu> output_gradient, TensorView<const SampleOffset, 2, cpu> argmax,
+                       const ConvolutionGeometry& geometry, TensorView<T, 2, cpu> input_gradient) {
+  detail::check_geometry(geometry, "max_pool_backward");
+  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
+                     "max_pool_backward");
+  PNN_CHECK(argmax.shape() == output_gradient.shape(), ShapeError, "max_pool_backward: argmax has shape ",
+            format_extents<2>(argmax.shape()), ", the output gradient ", format_extents<2>(output_gradient.shape()));
+  const index channels = geometry.channels, kernel = geometry.kernel, stride = geometry.stride;
+  const index row_pitch = geometry.width * channels;
+  const index samples = input_gradient.dim(0), pooled = geometry.pooled_size();
+  if (!detail::windows_tile_input(geometry)) std::fill_n(input_gradient.data(), input_gradient.size(), T(0));
+  for (index s = 0; s < samples; ++s) {
+    T* image = input_gradient.data() + s * geometry.input_size();
+    const T* gradient = output_gradient.data() + s * pooled;
+    const SampleOffset* where = argmax.data() + s * pooled;
+    if (stride < kernel) {
+      // Overlapping windows can pick the same element: accumulate.
+      for (index i = 0; i < pooled; ++i) image[where[i]] += gradient[i];
+      continue;
+    }
+    // Disjoint windows: write every element of each window once, the gradient where the maximum was.
+    for (index oh = 0; oh < geometry.output_height; ++oh) {
+      for (index ow = 0; ow < geometry.output_width; ++ow, gradient += channels, where += channels) {
+        const index corner = oh * stride * row_pitch + ow * stride * channels;
+        for (index kh = 0; kh < kernel; ++kh)
+          for (index kw = 0; kw < kernel; ++kw) {
+            const index offset = corner + kh * row_pitch + kw * channels;
+            for (index c = 0; c < channels; ++c)
+              image[offset + c] = where[c] == static_cast<SampleOffset>(offset + c) ? gradient[c] : T(0);
+          }
+      }
+    }
+  }
+}
+
+// output = the mean of each window, per channel. Shapes as for max_pool_forward.
+template <class T>
+void avg_pool_forward(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geometry,
+                      TensorView<T, 2, cpu> output) {
+  detail::check_geometry(geometry, "avg_pool_forward");
+  PNN_CHECK(geometry.padding == 0, ShapeError, "avg_pool_forward: pooling windows are not padded");
+  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "avg_pool_forward");
+  const index channels = geometry.channels, kernel = geometry.kernel, stride = geometry.stride;
+  const index row_pitch = geometry.width * channels;
+  const index samples = input.dim(0);
+  const T scale = T(1) / static_cast<T>(kernel * kernel);
+  T* mean = output.data();
+  for (index s = 0; s < samples; ++s) {
+    const T* image = input.data() + s * geometry.input_size();
+    for (index oh = 0; oh < geometry.output_height; ++oh) {
+      for (index ow = 0; ow < geometry.output_width; ++ow, mean += channels) {
+        const index corner = oh * stride * row_pitch + ow * stride * channels;
+        for (index c = 0; c < channels; ++c) mean[c] = T(0);
+        for (index kh = 0; kh < kernel; ++kh)
+          for (index kw = 0; kw < kernel; ++kw) {
+            const T* pixel = image + corner + kh * row_pitch + kw * channels;
+            for (index c = 0; c < channels; ++c) mean[c] += pixel[c];
+          }
+        for (index c = 0; c < channels; ++c) mean[c] *= scale;
+      }
+    }
+  }
+}
+
+// Spreads each output gradient evenly over its window. Assigns input_gradient.
+template <class T>
+void avg_pool_backward(TensorView<const T, 2, cpu> output_gradient, const ConvolutionGeometry& geometry,
+                       TensorView<T, 2, cpu> input_gradient) {
+  detail::check_geometry(geometry, "avg_pool_backward");
+  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
+                     "avg_pool_backward");
+  const index channels = geometry.channels, kernel = geometry.kernel, stride = geometry.stride;
+  const index row_pitch = geometry.width * channels;
+  const index samples = input_gradient.dim(0);
+  const T scale = T(1) / static_cast<T>(kernel * kernel);
+  const bool tiles = detail::windows_tile_input(geometry);  // then each element is written exactly once
+  if (!tiles) std::fill_n(input_gradient.data(), input_gradient.size(), T(0));
+  const T* gradient = output_gradient.data();
+  for (index s = 0; s < samples; ++s) {
+    T* image = input_gradient.data() + s * geometry.input_size();
+    for (index oh = 0; oh < geometry.output_height; ++oh) {
+      for (index ow = 0; ow < geometry.output_width; ++ow, gradient += channels) {
+        const index corner = oh * stride * row_pitch + ow * stride * channels;
+        for (index kh = 0; kh < kernel; ++kh)
+          for (index kw = 0; kw < kernel; ++kw) {
+            T* pixel = image + corner + kh * row_pitch + kw * channels;
+            if (tiles)
+              for (index c = 0; c < channels; ++c) pixel[c] = scale * gradient[c];
+            else
+              for (index c = 0; c < channels; ++c) pixel[c] += scale * gradient[c];
+          }
+      }
+    }
+  }
+}
+
+}  // namespace pnn
