@@ -85,19 +85,39 @@ struct Flags {
   bool quiet = false;
 };
 
+// Validators whose messages say what is wanted (CLI11's ranges print the type's whole range).
+inline const CLI::Validator positive(
+    [](std::string& value) {
+      try {
+        return std::stod(value) > 0 ? std::string() : "must be positive, got " + value;
+      } catch (const std::exception&) {
+        return "must be a positive number, got " + value;
+      }
+    },
+    "> 0");
+inline const CLI::Validator non_negative(
+    [](std::string& value) {
+      try {
+        return std::stod(value) >= 0 ? std::string() : "must not be negative, got " + value;
+      } catch (const std::exception&) {
+        return "must be a number, got " + value;
+      }
+    },
+    ">= 0");
+
 inline void add_flags(CLI::App& app, Flags& flags) {
-  app.add_option("--epochs", flags.epochs, "Passes over the training set")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--steps", flags.steps, "Stop after this many optimiser steps (0: no limit)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--batch", flags.batch, "Samples per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lr", flags.learning_rate, "Learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--epochs", flags.epochs, "Passes over the training set")->check(positive)->capture_default_str();
+  app.add_option("--steps", flags.steps, "Stop after this many optimiser steps (0: no limit)")->check(non_negative)->capture_default_str();
+  app.add_option("--batch", flags.batch, "Samples per optimiser step")->check(positive)->capture_default_str();
+  app.add_option("--lr", flags.learning_rate, "Learning rate")->check(positive)->capture_default_str();
   app.add_option("--momentum", flags.momentum, "Momentum (sgd, nesterov, lars)")->check(CLI::Range(0.0, 0.999999))->capture_default_str();
-  app.add_option("--weight-decay", flags.weight_decay, "Weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--weight-decay", flags.weight_decay, "Weight decay")->check(non_negative)->capture_default_str();
   app.add_option("--optimizer", flags.optimizer, "sgd, nesterov, adam or lars")
       ->check(CLI::IsMember({"sgd", "nesterov", "adam", "lars"}))->capture_default_str();
-  app.add_option("--threads", flags.threads, "Threads for matrix products (per worker)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--threads", flags.threads, "Threads for matrix products (per worker)")->check(positive)->capture_default_str();
   app.add_option("--workers", flags.workers,
                  "Ranks of a parallel strategy in this process (with MPI builds, mpirun -np sets them instead)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive)->capture_default_str();
   app.add_option("--seed", flags.seed, "Seed of every random choice (initialisation, shuffling, dropout)")->capture_default_str();
   app.add_option("--data", flags.data,
                  "Folder with the four MNIST-format IDX files (.gz or raw); default: $PNN_DATA, else Debian's Fashion-MNIST");

@@ -67,6 +67,13 @@ constexpr auto boundaries() {
   return b;
 }
 
+template <std::size_t Points, std::size_t Layers>
+constexpr auto fallback_boundaries() {
+  std::array<std::size_t, Points + 2> b{};
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = std::min(i, Layers);
+  return b;
+}
+
 enum class Pass { forward, backward };
 struct Operation {
   Pass pass;
@@ -282,8 +289,11 @@ template <class Model, class Strategy>
 class PipelineWorker {
   using parts = pipeline_detail::model_parts<Model>;
   using SplitPoints = typename Strategy::split;
-  static_assert(check_split<SplitPoints, parts::layers>());
-  static constexpr auto bounds = pipeline_detail::boundaries<SplitPoints, parts::layers>();
+  // An invalid split reports its error through check_split; the stages then fall back to one layer each
+  // so the compiler does not add a cascade of follow-on errors.
+  static constexpr bool valid_split = check_split<SplitPoints, parts::layers>();
+  static constexpr auto bounds = valid_split ? pipeline_detail::boundaries<SplitPoints, parts::layers>()
+                                             : pipeline_detail::fallback_boundaries<SplitPoints::count, parts::layers>();
   static constexpr std::size_t stage_count = SplitPoints::count + 1;
   using Comm = typename Strategy::communicator;
 
