@@ -5,7 +5,7 @@
 //
 //   strategies --model mlp|cnn|balanced --strategy serial|data_parallel|model_parallel|pipeline
 //              [--workers W] [--threads T] [--microbatches M] [--steps N] [--warmup N] [--batch B]
-//              [--no-overlap] [--seed S] [--data DIR]
+//              [--no-overlap] [--bucket-bytes N] [--seed S] [--data DIR]
 //
 // Ranks are threads of this process (the Local communicator), each using T threads for matrix products.
 // Model and pipeline parallelism cut the network in two stages, so they need --workers 2.
@@ -20,7 +20,7 @@ namespace {
 const char* usage =
     "usage: strategies --model mlp|cnn|balanced --strategy serial|data_parallel|model_parallel|pipeline\n"
     "                  [--workers W] [--threads T] [--microbatches M] [--steps N] [--warmup N] [--batch B]\n"
-    "                  [--no-overlap] [--seed S] [--data DIR]\n";
+    "                  [--no-overlap] [--bucket-bytes N] [--seed S] [--data DIR]\n";
 
 long long number(const std::string& flag, const char* text, long long minimum) {
   char* end = nullptr;
@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
       else if (flag == "--steps") options.steps = number(flag, value, 0);
       else if (flag == "--warmup") options.warmup = number(flag, value, 0);
       else if (flag == "--batch") options.batch = number(flag, value, 1);
+      else if (flag == "--bucket-bytes") options.bucket_bytes = number(flag, value, 1);
       else if (flag == "--seed") options.seed = static_cast<std::uint64_t>(number(flag, value, 0));
       else if (flag == "--data") data_directory = value;
       else throw pnn::ArgumentError("unknown flag " + flag + "\n" + usage);

@@ -41,6 +41,7 @@ struct RunOptions {
   pnn::index warmup = 10;       // untimed steps first (allocations, page faults, thread start-up)
   pnn::index batch = 64;        // global batch
   bool overlap = true;          // data parallel: reduce buckets while backward runs
+  pnn::index bucket_bytes = pnn::DistributedOptions{}.bucket_bytes;  // data parallel: gradient bucket size
   std::uint64_t seed = 1;
 };
 
@@ -104,7 +105,8 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
   use_threads(options.threads);
   auto model = [&] {
     if constexpr (is_distributed<Model>)
-      return Model(options.seed, {.workers = options.workers, .overlap = options.overlap});
+      return Model(options.seed,
+                   {.workers = options.workers, .bucket_bytes = options.bucket_bytes, .overlap = options.overlap});
     else
       return Model(options.seed);
   }();
@@ -136,7 +138,8 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
       result.add("microbatches", Strategy::microbatches).add("schedule", Strategy::schedule::name)
           .add("bubble_theory", (stages - 1) / (m + stages - 1));
     } else {
-      result.add("overlap", options.overlap).add("buckets", model.worker(0).buckets());
+      result.add("overlap", options.overlap).add("bucket_bytes", options.bucket_bytes)
+          .add("buckets", model.worker(0).buckets());
     }
     const std::vector<pnn::StrategyStatistics> after = model.statistics();
     std::string ranks;

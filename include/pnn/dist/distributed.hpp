@@ -12,9 +12,17 @@
 // Failures: an exception on a rank ends the step on every rank. With Local, train_step then throws on
 // the caller's thread a RankFailure naming the rank and the operation; with Mpi, the failing rank prints
 // that message and aborts the job (mpirun stops the other ranks).
+//
+// In-process groups: any communicator with a static group(ranks, options) runs its ranks as threads of
+// this object, Local and, for GPUs, Nccl (pnn/cuda/nccl.cuh: one GPU per rank). A communicator may offer
+// a static enter_rank(rank), which every rank thread calls before its work (Nccl makes the rank's GPU
+// current there), so this header needs nothing device-specific. For a model on a device, each rank
+// copies the caller's batch to its own device first (pnn::copy orders that copy after the caller's work).
 #pragma once
 
+#include <concepts>
 #include <condition_variable>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -47,19 +55,20 @@ struct worker_for<Model, DataParallel<Comm>> {
   using type = DataParallelWorker<Model, Comm>;
 };
 
+// A communicator whose ranks are threads of one process: it makes a whole group at once.
 template <class C>
-inline constexpr bool in_process = false;
-template <>
-inline constexpr bool in_process<Local> = true;
+inline constexpr bool in_process = requires(int ranks, const CommunicatorOptions& options) {
+  { C::group(ranks, options) } -> std::same_as<std::vector<C>>;
+};
 
 // One thread per rank, each owning its communicator and worker; run() executes a job on every rank
-// and returns when all have finished.
-template <class Worker>
+// and returns when all have finished. Workers are built and destroyed on their own rank's thread.
+template <class Worker, class Comm>
 class RankThreads {
  public:
   template <class Make>
   RankThreads(int ranks, const CommunicatorOptions& options, Make make)
-      : communicators_(Local::group(ranks, options)), workers_(static_cast<std::size_t>(ranks)) {
+      : communicators_(Comm::group(ranks, options)), workers_(static_cast<std::size_t>(ranks)) {
     for (int r = 0; r < ranks; ++r) threads_.emplace_back([this, r] { loop(r); });
     // Workers are built on their own threads: their constructors talk to each other.
     try {
@@ -123,12 +132,13 @@ class RankThreads {
       {
         std::unique_lock lock(mutex_);
         changed_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
+        if (stopping_) break;
         seen = generation_;
         job = job_;
         operation = operation_;
       }
       try {
+        enter(rank);
         (*job)(rank);
       } catch (const CommunicationError& error) {
         record(rank, error.what());  // another rank failed first, or a collective timed out
@@ -143,13 +153,23 @@ class RankThreads {
       }
       done_.notify_all();
     }
+    // The worker goes with its thread: its device memory is freed with the rank's device current.
+    try {
+      enter(rank);
+      workers_[static_cast<std::size_t>(rank)].reset();
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "pnn: rank %d failed to release its worker: %s\n", rank, error.what());
+    }
+  }
+  static void enter(int rank) {
+    if constexpr (requires { Comm::enter_rank(rank); }) Comm::enter_rank(rank);
   }
   void record(int rank, const std::string& message) {
     std::lock_guard lock(mutex_);
     errors_[static_cast<std::size_t>(rank)] = message;
   }
 
-  std::vector<Local> communicators_;
+  std::vector<Comm> communicators_;
   std::vector<std::optional<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::mutex mutex_;
@@ -184,7 +204,7 @@ class Distributed {
     if constexpr (threads) {
       PNN_CHECK(options.workers >= 1, ArgumentError, "Distributed: workers must be at least 1, got ", options.workers);
       ranks_.emplace(options.workers, options.communicator,
-                     [&](Local& comm) { return Worker(comm, seed, options_); });
+                     [&](Comm& comm) { return Worker(comm, seed, options_); });
     } else {
       communicator_.emplace(options.communicator);
       guard("construction", [&] { worker_.emplace(*communicator_, seed, options_); });
@@ -197,7 +217,9 @@ class Distributed {
                Optimizer<Rule, T, D>& optimizer, const LossFunction& loss = {}) {
     T result{};
     each("train_step", [&](Worker& worker, bool reporting) {
-      const T value = worker.train_step(inputs, targets, optimizer.rule, loss);
+      auto local_inputs = on_this_rank(inputs);
+      auto local_targets = on_this_rank(targets);
+      const T value = worker.train_step(local_inputs.view(), local_targets.view(), optimizer.rule, loss);
       if (reporting) result = value;
     });
     return result;
@@ -207,7 +229,8 @@ class Distributed {
   TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
     TensorView<const T, 2, D> result;
     each("predict", [&](Worker& worker, bool reporting) {
-      const auto output = worker.predict(inputs);
+      auto local_inputs = on_this_rank(inputs);
+      const auto output = worker.predict(local_inputs.view());
       if (reporting) result.rebind(output);
     });
     return result;
@@ -281,6 +304,29 @@ class Distributed {
     }
   }
 
+  // The caller's data as a rank thread may use it: on the cpu (and with one process per rank) the data
+  // itself; for a device model run by threads, a copy on the rank's own device, where its kernels can
+  // read it. The returned holder's view() is the data.
+  template <class V>
+  static auto on_this_rank(const V& data) {
+    using Element = std::remove_const_t<typename V::element_type>;
+    struct Same {
+      V data;
+      V view() const { return data; }
+    };
+    struct Copied {
+      Tensor<Element, V::rank, D> data;
+      V view() const { return data.view(); }
+    };
+    if constexpr (std::is_same_v<D, cpu> || !threads) {
+      return Same{data};
+    } else {
+      Copied local{Tensor<Element, V::rank, D>(data.shape())};
+      copy(data, local.data.view());
+      return local;
+    }
+  }
+
   // Mpi: a failure on this rank stops every rank, with a message naming this rank and the operation.
   template <class Body>
   void guard(const char* operation, Body&& body) {
@@ -293,7 +339,7 @@ class Distributed {
 
   std::uint64_t seed_;
   DistributedOptions options_;
-  std::optional<dist_detail::RankThreads<Worker>> ranks_;
+  std::optional<dist_detail::RankThreads<Worker, Comm>> ranks_;
   std::optional<Comm> communicator_;
   std::optional<Worker> worker_;
 };
