@@ -21,6 +21,8 @@ struct SGD {
   bool nesterov = false;
 
   static std::string name() { return "SGD"; }
+  // Equal hyper-parameters: a captured training step (pnn/cuda/graph.cuh) re-captures when they change.
+  bool operator==(const SGD&) const = default;
 
   void validate() const {
     detail::check_hyper_parameter(learning_rate > 0, "SGD", "learning_rate", learning_rate, "> 0");
