@@ -15,6 +15,8 @@ build-gpu/bandwidth and build-gpu/gemm run once. Writes, in docs/results/:
     gpu_gemm.csv         pnn::gemm against cublasSgemm per product shape
     gpu_runs.jsonl       every JSON line every program printed, after a line describing the run
 
+(--results DIR writes them elsewhere, e.g. into the folder a remote GPU machine sends back.)
+
 and prints the tables. Goals (issue 4): pnn graph step <= 0.5 x PyTorch eager; fused element-wise kernels
 >= 80% of the memory bandwidth; pnn::gemm within 5% of cuBLAS called directly.
 """
@@ -30,7 +32,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.path.join(ROOT, "docs", "results")
+RESULTS = os.path.join(ROOT, "docs", "results")  # --results changes it
 
 
 def log(*parts):
@@ -94,10 +96,11 @@ def write_csv(name, header, rows):
         writer.writerow(header)
         for row in rows:
             writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
-    log("wrote", os.path.relpath(path, ROOT))
+    log("wrote", path)
 
 
 def main():
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", required=True, help="folder holding step_time, bandwidth and gemm")
     parser.add_argument("--python", default="", help="a python whose torch sees the GPU ('' skips PyTorch)")
@@ -109,7 +112,9 @@ def main():
     parser.add_argument("--tf32", action="store_true", help="TF32 products on both sides")
     parser.add_argument("--quick", action="store_true", help="1 repetition, 50 steps, fewer gemm samples")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: steps, bandwidth, gemm")
+    parser.add_argument("--results", default=RESULTS, help="folder for the CSV and JSONL files (docs/results)")
     args = parser.parse_args()
+    RESULTS = os.path.abspath(args.results)
     if args.quick:
         args.repetitions, args.steps, args.warmup = 1, 50, 10
     skip = set(filter(None, args.skip.split(",")))
@@ -230,7 +235,7 @@ def main():
         write_csv("gpu_gemm.csv", header, rows)
 
     if errors:
-        print(f"\n{len(errors)} error line(s); see stderr and docs/results/gpu_runs.jsonl")
+        print(f"\n{len(errors)} error line(s); see stderr and {os.path.join(RESULTS, 'gpu_runs.jsonl')}")
         return 1
     return 0
 

@@ -8,6 +8,7 @@
 #   bash bench/gpu/run.sh --build-only         # compile only (works without a GPU)
 #   bash bench/gpu/run.sh --prebuilt build-gpu # run binaries built earlier (e.g. on a machine without a GPU)
 #   Other arguments go to compare.py: --repetitions N --steps N --models mlp --batches 64 --tf32 --skip gemm
+#   --results DIR (default docs/results)
 #
 # Builds straight with nvcc into $PNN_GPU_BUILD_DIR (default build-gpu), so it needs only nvcc, cuBLAS and
 # Eigen's headers, not the whole Meson configuration (the GPU machines have no package registry). Eigen is
@@ -85,6 +86,12 @@ for candidate in "${PNN_PYTHON:-}" python3 /usr/bin/python3; do
     python=$(command -v "$candidate"); break
   fi
 done
+# cuBLAS for the programs: the toolkit's, else the one the GPU's torch brings (pip's nvidia-cublas).
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64"
+if [ -n "$python" ]; then
+  wheel_cublas=$("$python" -c 'import os, nvidia.cublas as c; print(os.path.join(list(c.__path__)[0], "lib"))' 2>/dev/null || true)
+  [ -n "$wheel_cublas" ] && [ -d "$wheel_cublas" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$wheel_cublas"
+fi
 driver=$(command -v python3 || echo /usr/bin/python3)
 if [ -z "$python" ]; then
   echo "run.sh: no Python with a CUDA-enabled torch found (set PNN_PYTHON): PyTorch's side is skipped" >&2
