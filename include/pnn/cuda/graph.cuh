@@ -128,27 +128,29 @@ struct CudaLossScratch {
 namespace cuda_detail {
 inline namespace PNN_CUDA_ABI_TAG {
 
-// The reduction's second pass, as reduce_partials_kernel but scaled into a T: *mean = scale * sum(partials).
+// The reduction's second pass, as reduce_partials_kernel, finished into a T:
+// *mean = T(sum(partials) / divisor) * scale.
 template <class T>
-PNN_KERNEL void scaled_sum_of_partials_kernel(const double* partials, unsigned count, double scale, T* mean) {
+PNN_KERNEL void mean_of_partials_kernel(const double* partials, unsigned count, double divisor, T scale, T* mean) {
   double value = 0;
   for (unsigned i = threadIdx.x; i < count; i += blockDim.x) value += partials[i];
   value = block_reduce<SumReduction>(value);
-  if (threadIdx.x == 0) *mean = static_cast<T>(value * scale);
+  if (threadIdx.x == 0) *mean = static_cast<T>(value / divisor) * scale;
 }
 
-// *mean = scale * (the sum of the `count` values of `argument`), in the executor's fixed order (so the
-// same bits as its sum()), with no copy to the host.
+// *mean = T(S / divisor) * scale, S the sum of the `count` values of `argument` in the executor's fixed
+// order (so the same bits as its sum()), with no copy to the host. Each loss picks divisor and scale to
+// finish the mean exactly as its eager form does on the host.
 template <class T, class Argument>
-void enqueue_scaled_sum(const Argument& argument, index count, double scale, CudaLossScratch<T>& scratch,
-                        cudaStream_t stream) {
+void enqueue_mean(const Argument& argument, index count, double divisor, T scale, CudaLossScratch<T>& scratch,
+                  cudaStream_t stream) {
   const index wanted = (count + block_threads - 1) / block_threads;
   const auto blocks = static_cast<unsigned>(std::clamp<index>(wanted, 1, PNN_CUDA_REDUCTION_BLOCKS));
   reduce_kernel<SumReduction><<<blocks, block_threads, 0, stream>>>(argument, count, 0.0, scratch.partials.data());
   PNN_CUDA_CHECK_LAUNCH("reduce_kernel");
-  scaled_sum_of_partials_kernel<T><<<1, block_threads, 0, stream>>>(scratch.partials.data(), blocks, scale,
-                                                                    scratch.mean.data());
-  PNN_CUDA_CHECK_LAUNCH("scaled_sum_of_partials_kernel");
+  mean_of_partials_kernel<T><<<1, block_threads, 0, stream>>>(scratch.partials.data(), blocks, divisor, scale,
+                                                              scratch.mean.data());
+  PNN_CUDA_CHECK_LAUNCH("mean_of_partials_kernel");
 }
 
 }  // inline namespace PNN_CUDA_ABI_TAG
@@ -178,13 +180,14 @@ struct CudaDeviceLoss<SoftmaxCrossEntropy> {
     const int device = current_device();
     cudaStream_t stream = cuda_stream(device);
     PNN_CUDA_CHECK(cudaMemsetAsync(scratch.first_invalid_row.data(), 0x7f, sizeof(int), stream));
-    const double scale = 1.0 / static_cast<double>(batch);
-    // The eager loss's kernel (loss.cuh), so the gradient has the same bits as model.train_step's.
+    // The eager loss's kernel and arithmetic (loss.cuh), so gradient and loss have model.train_step's bits.
+    const T scale = T(1) / static_cast<T>(batch);
     softmax_cross_entropy_kernel<T><<<grid_blocks(batch, device), block_threads, 0, stream>>>(
-        logits.data(), labels.data(), batch, classes, static_cast<T>(scale), gradient.data(), scratch.row_losses.data(),
+        logits.data(), labels.data(), batch, classes, scale, gradient.data(), scratch.row_losses.data(),
         scratch.first_invalid_row.data());
     PNN_CUDA_CHECK_LAUNCH("softmax_cross_entropy_kernel");
-    enqueue_scaled_sum(LeafArgument<double>{scratch.row_losses.data(), batch}, batch, scale, scratch, stream);
+    enqueue_mean(LeafArgument<double>{scratch.row_losses.data(), batch}, batch, static_cast<double>(batch), T(1),
+                 scratch, stream);
   }
 };
 
@@ -195,10 +198,11 @@ struct CudaDeviceLoss<MeanSquaredError> {
                       TensorView<T, 2, cuda> gradient, CudaLossScratch<T>& scratch) {
     PNN_CHECK(output.shape() == target.shape(), ShapeError, "mean squared error: output ",
               format_extents<2>(output.shape()), " and target ", format_extents<2>(target.shape()), " differ");
-    const double scale = 1.0 / static_cast<double>(output.size());
-    gradient = (output - target) * static_cast<T>(2 * scale);  // as MeanSquaredError's eager gradient
-    cuda_detail::enqueue_scaled_sum(cuda_detail::to_kernel(square(output - target)), output.size(), scale, scratch,
-                                    cuda_stream());
+    // As MeanSquaredError's eager form: the float sum times the float scale.
+    const T scale = T(1) / static_cast<T>(output.size());
+    gradient = (output - target) * (2 * scale);
+    cuda_detail::enqueue_mean(cuda_detail::to_kernel(square(output - target)), output.size(), 1.0, scale, scratch,
+                              cuda_stream());
   }
 };
 
@@ -283,11 +287,12 @@ class CudaGraphStep {
     const cuda_detail::DeviceGuard guard(device_);
     if (!executable_) {
       enqueue_step();
+      ++steps_;
       capture();
-    } else {
-      if (!(optimizer_.rule == captured_rule_) || cuda_settings().allow_tf32 != captured_tf32_) capture();
-      PNN_CUDA_CHECK(cudaGraphLaunch(executable_, cuda_stream(device_)));
+      return;
     }
+    if (!(optimizer_.rule == captured_rule_) || cuda_settings().allow_tf32 != captured_tf32_) capture();
+    PNN_CUDA_CHECK(cudaGraphLaunch(executable_, cuda_stream(device_)));
     ++steps_;
   }
 
