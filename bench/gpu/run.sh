@@ -47,7 +47,7 @@ else
   done
   if [ -z "$eigen" ] && command -v apt-get >/dev/null; then
     echo "run.sh: Eigen's headers are missing; trying apt-get install libeigen3-dev" >&2
-    (bash scripts/install-deps.sh >&2) || true
+    (timeout 600 bash scripts/install-deps.sh >&2) || true  # bounded: a GPU machine may have no registry
     [ -f /usr/include/eigen3/Eigen/Core ] && eigen=/usr/include/eigen3
   fi
   if [ -z "$eigen" ]; then

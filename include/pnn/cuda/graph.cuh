@@ -18,7 +18,9 @@
 // is then captured on pnn's compute stream (nothing runs during the capture) and instantiated; every later
 // run() copies the batch into the step's own input and target buffers and launches the graph. Memory the
 // step allocates and frees within itself (kernel scratch) becomes the graph's own allocation nodes, since
-// pnn allocates with cudaMallocAsync; nothing else may be (re)allocated while capturing.
+// pnn allocates with cudaMallocAsync; nothing else may be (re)allocated while capturing. Such a graph
+// allocation has no pointer attributes until the graph runs, so DeviceTraits<cuda>::deallocate must free it
+// on the capturing stream without asking cudaPointerGetAttributes which device holds it.
 //
 // What a captured step may not do, and so what this header rejects:
 //   - return a value to the host. The loss is computed into device memory here (CudaDeviceLoss below:
