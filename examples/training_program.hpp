@@ -4,8 +4,10 @@
 // run_training_program<Network, Stages>(...). The build compiles every example once per strategy from
 // the same source, choosing the strategy with PNN_EXAMPLE_STRATEGY (serial, data_parallel,
 // model_parallel, pipeline) and the communicator with PNN_EXAMPLE_MPI (Mpi under mpirun, else Local
-// threads, --workers of them). The program parses the flags, loads the data (Fashion-MNIST by default),
-// trains with fit(), reports the test accuracy, and optionally saves the weights and per-epoch metrics.
+// threads, --workers of them). PNN_EXAMPLE_CUDA (set by the .cu twins, e.g. train_cnn_cuda.cu) puts the
+// model on the GPU, with Nccl between the ranks (one GPU each; NcclMpi under mpirun). The program parses
+// the flags, loads the data (Fashion-MNIST by default) on the host, trains with fit(), which copies each
+// batch to the model's device, reports the test accuracy, and optionally saves the weights and metrics.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -18,6 +20,13 @@
 
 #if defined(PNN_EXAMPLE_MPI)
 #include <pnn/dist/mpi.hpp>
+#endif
+#if defined(PNN_EXAMPLE_CUDA)
+#include <pnn/cuda/cuda.hpp>
+#include <pnn/cuda/nccl.cuh>
+#if defined(PNN_EXAMPLE_MPI)
+#include <pnn/cuda/nccl_mpi.cuh>
+#endif
 #endif
 
 #if defined(_OPENMP)
@@ -36,23 +45,37 @@ namespace examples {
 #define PNN_EXAMPLE_STRATEGY serial
 #endif
 
-#if defined(PNN_EXAMPLE_MPI)
+#if defined(PNN_EXAMPLE_CUDA)
+using Device = pnn::cuda;
+#else
+using Device = pnn::cpu;
+#endif
+
+#if defined(PNN_EXAMPLE_MPI) && defined(PNN_EXAMPLE_CUDA)
+using Communicator = pnn::NcclMpi;
+#elif defined(PNN_EXAMPLE_MPI)
 using Communicator = pnn::Mpi;
+#elif defined(PNN_EXAMPLE_CUDA)
+using Communicator = pnn::Nccl;
 #else
 using Communicator = pnn::Local;
 #endif
+
+// The network on the program's device.
+template <class Network>
+using OnDevice = typename Network::template on<Device>;
 
 // The type the program trains: the network itself, or the network under the chosen strategy.
 template <class Network, class Stages>
 using Trained =
 #if PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_serial
-    Network;
+    OnDevice<Network>;
 #elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_data_parallel
-    pnn::Distributed<Network, pnn::DataParallel<Communicator>>;
+    pnn::Distributed<OnDevice<Network>, pnn::DataParallel<Communicator>>;
 #elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_model_parallel
-    pnn::Distributed<Network, pnn::ModelParallel<Stages, Communicator>>;
+    pnn::Distributed<OnDevice<Network>, pnn::ModelParallel<Stages, Communicator>>;
 #elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_pipeline
-    pnn::Distributed<Network, pnn::Pipeline<Stages, pnn::Microbatches<8>, pnn::OneFOneB, Communicator>>;
+    pnn::Distributed<OnDevice<Network>, pnn::Pipeline<Stages, pnn::Microbatches<8>, pnn::OneFOneB, Communicator>>;
 #else
 #error "PNN_EXAMPLE_STRATEGY must be serial, data_parallel, model_parallel or pipeline"
 #endif
@@ -133,18 +156,18 @@ inline void use_threads(int threads) {
 #endif
 }
 
-// Calls train(optimizer) with the optimiser the flags choose.
-template <class T, class Train>
+// Calls train(optimizer) with the optimiser the flags choose, for parameters of type T on device D.
+template <class T, class D, class Train>
 void with_optimizer(const Flags& flags, Train&& train) {
   if (flags.optimizer == "adam") {
-    pnn::Optimizer<pnn::Adam, T> optimizer({.learning_rate = flags.learning_rate, .weight_decay = flags.weight_decay});
+    pnn::Optimizer<pnn::Adam, T, D> optimizer({.learning_rate = flags.learning_rate, .weight_decay = flags.weight_decay});
     train(optimizer);
   } else if (flags.optimizer == "lars") {
-    pnn::Optimizer<pnn::LARS, T> optimizer(
+    pnn::Optimizer<pnn::LARS, T, D> optimizer(
         {.learning_rate = flags.learning_rate, .momentum = flags.momentum, .weight_decay = flags.weight_decay});
     train(optimizer);
   } else {
-    pnn::Optimizer<pnn::SGD, T> optimizer({.learning_rate = flags.learning_rate, .momentum = flags.momentum,
+    pnn::Optimizer<pnn::SGD, T, D> optimizer({.learning_rate = flags.learning_rate, .momentum = flags.momentum,
                                            .weight_decay = flags.weight_decay, .nesterov = flags.optimizer == "nesterov"});
     train(optimizer);
   }
@@ -161,6 +184,11 @@ int run_training_program(int argc, char** argv, const std::string& description, 
 
   try {
     use_threads(flags.threads);
+#if defined(PNN_EXAMPLE_CUDA)
+    std::string no_device;
+    PNN_CHECK(pnn::cuda_available(&no_device), pnn::CudaError, "this program trains on the GPU, but there is no CUDA "
+              "device: ", no_device);
+#endif
     auto model = [&] {
       if constexpr (is_distributed<Model>) return Model(flags.seed, {.workers = flags.workers});
       else return Model(flags.seed);
@@ -177,6 +205,9 @@ int run_training_program(int argc, char** argv, const std::string& description, 
     if (verbose) std::cout << "loading " << directory.string() << "\n";
     const pnn::TrainTestData data = pnn::load_mnist_format(directory);
     if (verbose) {
+#if defined(PNN_EXAMPLE_CUDA)
+      std::cout << pnn::cuda_description() << "\n";  // the GPU the model (rank 0's, for a strategy) runs on
+#endif
       std::cout << description << ": " << model.parameter_count() << " parameters, " << strategy << ", "
                 << flags.threads << " thread(s) per rank, " << flags.optimizer << " lr " << flags.learning_rate
                 << ", batch " << flags.batch << "\n" << Network::summary();
@@ -185,7 +216,7 @@ int run_training_program(int argc, char** argv, const std::string& description, 
                             .seed = flags.seed, .metrics_path = flags.metrics,
                             .progress = flags.quiet ? nullptr : &std::cout};
     std::vector<pnn::EpochMetrics> history;
-    with_optimizer<typename Network::value_type>(flags, [&](auto& optimizer) {
+    with_optimizer<typename Network::value_type, Device>(flags, [&](auto& optimizer) {
       history = pnn::fit(model, optimizer, data.train, &data.test, options);
     });
     if (primary && !history.empty())

@@ -18,6 +18,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pnn/core/random.hpp"
@@ -200,19 +201,26 @@ class BasicSequential {
   // ----- saving and loading ----------------------------------------------------------------------------
   // Every parameter and buffer under its name, in the safetensors format PyTorch reads (io/safetensors.hpp).
   // load() accepts only a file holding exactly this model's tensors, and changes nothing when it throws.
+  // A model on a device goes through a copy on the host (Net::on<pnn::cpu>), so the file is the same.
   void save(const std::filesystem::path& path) const {
-    if constexpr (std::is_same_v<D, cpu>)
+    if constexpr (std::is_same_v<D, cpu>) {
       save_parameters<T>(path, parameters());
-    else
-      static_assert(always_false<D>, "a device model is saved through a host copy: copy it to a model on pnn::cpu "
-                                     "(Net::on<pnn::cpu>) and call save() there");
+    } else {
+      on<cpu> host(seed_, first_layer_index_);
+      copy(parameter_values(), host.parameter_values());  // device to host: defined by the device's headers
+      copy(buffer_values(), host.buffer_values());
+      host.save(path);
+    }
   }
   void load(const std::filesystem::path& path) {
-    if constexpr (std::is_same_v<D, cpu>)
+    if constexpr (std::is_same_v<D, cpu>) {
       load_parameters<T>(path, parameters());
-    else
-      static_assert(always_false<D>, "a device model is loaded through a host copy: load() a model on pnn::cpu "
-                                     "(Net::on<pnn::cpu>) and copy it to the device");
+    } else {
+      on<cpu> host(seed_, first_layer_index_);
+      host.load(path);
+      copy(std::as_const(host).parameter_values(), parameter_values());
+      copy(std::as_const(host).buffer_values(), buffer_values());
+    }
   }
 
   Stack& layers() { return stack_; }

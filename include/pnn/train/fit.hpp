@@ -4,7 +4,8 @@
 // fit() needs only what every model type provides (a serial Sequential and a Distributed one alike):
 //   model.train_step(inputs, labels, optimizer, loss) -> mean loss of the batch
 //   model.predict(inputs)                             -> outputs, without dropout or batch statistics
-// so switching the parallel strategy does not change the training program.
+// so switching the parallel strategy does not change the training program. Batches are made on the host;
+// a model on a device (Net::on<pnn::cuda>) receives a copy of each on its device.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,19 +43,61 @@ struct FitOptions {
   std::ostream* progress = &std::cout;  // nullptr: silent
 };
 
+namespace detail {
+// Batches are prepared on the host (data/batcher.hpp). A model on another device (a .cu program's model on
+// pnn::cuda) gets a copy of each batch on its device, in tensors that grow only when a batch is larger
+// than every one before; the copy overloads come from that device's headers (include/pnn/cuda/).
+template <class T, class D>
+struct StagedBatch {
+  Tensor<T, 2, D> inputs;
+  Tensor<std::int32_t, 1, D> labels;
+};
+
+// The batch's inputs and labels as a model on device D takes them: the host tensors themselves for the
+// cpu, else their copies in `staged`.
+template <class T, class D>
+auto on_model_device(const BasicBatch<T>& batch, StagedBatch<T, D>& staged) {
+  if constexpr (std::is_same_v<D, cpu>) {
+    return std::pair{batch.inputs.view(), batch.labels.view()};
+  } else {
+    staged.inputs.resize(batch.inputs.shape());
+    staged.labels.resize(batch.labels.shape());
+    copy(batch.inputs.view(), staged.inputs.view());
+    copy(batch.labels.view(), staged.labels.view());
+    return std::pair{TensorView<const T, 2, D>(staged.inputs.view()),
+                     TensorView<const std::int32_t, 1, D>(staged.labels.view())};
+  }
+}
+
+// A model's output where the host reads it: the output itself on the cpu, else its copy in `host`.
+template <class T, class D>
+TensorView<const T, 2, cpu> on_host(TensorView<const T, 2, D> output, Tensor<T, 2, cpu>& host) {
+  if constexpr (std::is_same_v<D, cpu>) {
+    return output;
+  } else {
+    host.resize(output.shape());
+    copy(output, host.view());
+    return host.view();
+  }
+}
+}  // namespace detail
+
 struct Evaluation {
   double loss = 0;
   double accuracy = 0;
   index samples = 0;
 };
 
-// Mean loss and accuracy of the model's predictions on a whole dataset.
+// Mean loss and accuracy of the model's predictions on a whole dataset. For a model on another device the
+// predictions are copied to the host, where the loss and the accuracy are computed.
 template <class Model, class LossFunction = SoftmaxCrossEntropy>
 Evaluation evaluate(Model& model, const Dataset& data, index batch_size = 1000, const LossFunction& loss = {}) {
   using T = typename Model::value_type;
   PNN_CHECK(batch_size > 0, ArgumentError, "evaluate: batch size must be positive, got ", batch_size);
   Evaluation result;
   BasicBatch<T> batch;
+  detail::StagedBatch<T, typename Model::device> staged;
+  Tensor<T, 2> host_output;
   std::vector<index> order(static_cast<std::size_t>(batch_size));
   double loss_sum = 0;
   index correct = 0;
@@ -62,7 +106,8 @@ Evaluation evaluate(Model& model, const Dataset& data, index batch_size = 1000, 
     order.resize(static_cast<std::size_t>(count));
     std::iota(order.begin(), order.end(), begin);
     copy_samples(data, std::span<const index>(order), batch);
-    const auto output = model.predict(batch.inputs.view());
+    const auto output = detail::on_host(model.predict(detail::on_model_device(std::as_const(batch), staged).first),
+                                        host_output);
     const TensorView<const std::int32_t, 1> labels = batch.labels.view();
     loss_sum += static_cast<double>(loss(output, labels, TensorView<T, 2>{})) * static_cast<double>(count);
     correct += count_correct(output, labels);
@@ -133,6 +178,7 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
   Batcher batcher(train, options.batch_size, options.seed,
                   options.shuffle ? BatchOrder::shuffled : BatchOrder::sequential);
   BasicBatch<T> batch;
+  detail::StagedBatch<T, typename Model::device> staged;
   std::vector<EpochMetrics> history;
   index steps = 0;
   for (index epoch = 1; epoch <= options.epochs; ++epoch) {
@@ -143,7 +189,8 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
     double loss_sum = 0;
     index samples = 0;
     while (batcher.next(batch)) {
-      const T value = model.train_step(std::as_const(batch).inputs.view(), std::as_const(batch).labels.view(), optimizer, loss);
+      const auto [inputs, labels] = detail::on_model_device(std::as_const(batch), staged);
+      const T value = model.train_step(inputs, labels, optimizer, loss);
       PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value,
                 " at step ", steps + 1, " of epoch ", epoch, "; lower the learning rate");
       loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());

@@ -1,0 +1,264 @@
+// pnn/cuda/kernels.cuh: the convolution and pooling kernels for cuda tensors: im2col / col2im, max and
+// average pooling forward and backward, with the semantics of core/kernels.hpp (channels-last (H, W, C)
+// samples, argmax offsets into the sample's row, ties to the first maximum in window order).
+//
+// One thread per output element, grid-stride, 64-bit indices. The backward kernels (col2im, pooling
+// backward) GATHER: each input element adds the contributions of the windows that contain it, in the
+// order of those windows (row by row), which is the order the CPU kernels add them in. No atomics, so
+// the results are deterministic (and where no multiplication is involved, equal to the CPU's bits).
+#pragma once
+
+#include <limits>
+
+#include "pnn/core/kernels.hpp"
+#include "pnn/core/tensor.hpp"
+#include "pnn/cuda/memory.cuh"
+#include "pnn/cuda/runtime.cuh"
+
+namespace pnn {
+
+namespace cuda_detail {
+inline namespace PNN_CUDA_ABI_TAG {
+
+// The windows (output rows or columns) that contain input position `position` along one axis:
+// [first, last], empty when first > last. `padded` is the position plus the padding.
+struct WindowRange {
+  index first, last;
+};
+__device__ inline WindowRange windows_containing(index padded, index kernel, index stride, index outputs) {
+  const index lowest_reach = padded - (kernel - 1);  // a window starting below this ends before the position
+  const index first = lowest_reach <= 0 ? 0 : (lowest_reach + stride - 1) / stride;
+  const index last_start = padded / stride;
+  const index last = last_start < outputs - 1 ? last_start : outputs - 1;
+  return {first, last};
+}
+
+template <class T>
+PNN_KERNEL void im2col_kernel(const T* input, ConvolutionGeometry g, index total, T* columns) {
+  const index run = g.kernel * g.channels, patch = g.kernel * run;
+  const index positions = g.output_height * g.output_width, sample_size = g.height * g.width * g.channels;
+  for (index e = global_thread(); e < total; e += grid_threads()) {
+    const index row = e / patch, column = e - row * patch;
+    const index sample = row / positions, position = row - sample * positions;
+    const index oh = position / g.output_width, ow = position - oh * g.output_width;
+    const index kh = column / run, within = column - kh * run;
+    const index kw = within / g.channels, c = within - kw * g.channels;
+    const index h = oh * g.stride + kh - g.padding, w = ow * g.stride + kw - g.padding;
+    const bool inside = h >= 0 && h < g.height && w >= 0 && w < g.width;
+    columns[e] = inside ? input[sample * sample_size + (h * g.width + w) * g.channels + c] : T(0);
+  }
+}
+
+template <class T>
+PNN_KERNEL void col2im_kernel(const T* columns, ConvolutionGeometry g, index total, T* input_gradient) {
+  const index patch = g.kernel * g.kernel * g.channels, row_pitch = g.width * g.channels;
+  const index sample_size = g.height * row_pitch;
+  for (index e = global_thread(); e < total; e += grid_threads()) {
+    const index sample = e / sample_size, offset = e - sample * sample_size;
+    const index h = offset / row_pitch, within = offset - h * row_pitch;
+    const index w = within / g.channels, c = within - w * g.channels;
+    const WindowRange rows = windows_containing(h + g.padding, g.kernel, g.stride, g.output_height);
+    const WindowRange cols = windows_containing(w + g.padding, g.kernel, g.stride, g.output_width);
+    T sum = T(0);
+    for (index oh = rows.first; oh <= rows.last; ++oh) {
+      const index kh = h + g.padding - oh * g.stride;
+      for (index ow = cols.first; ow <= cols.last; ++ow) {
+        const index kw = w + g.padding - ow * g.stride;
+        const index window = (sample * g.output_height + oh) * g.output_width + ow;
+        sum += columns[window * patch + (kh * g.kernel + kw) * g.channels + c];
+      }
+    }
+    input_gradient[e] = sum;
+  }
+}
+
+template <class T>
+PNN_KERNEL void max_pool_forward_kernel(const T* input, ConvolutionGeometry g, index total, T* output,
+                                        SampleOffset* argmax) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  for (index e = global_thread(); e < total; e += grid_threads()) {
+    const index sample = e / pooled, within = e - sample * pooled;
+    const index position = within / g.channels, c = within - position * g.channels;
+    const index oh = position / g.output_width, ow = position - oh * g.output_width;
+    const T* image = input + sample * sample_size;
+    const index corner = oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
+    T best = image[corner];
+    index where = corner;
+    for (index kh = 0; kh < g.kernel; ++kh)
+      for (index kw = kh == 0 ? 1 : 0; kw < g.kernel; ++kw) {
+        const index at = corner + kh * row_pitch + kw * g.channels;
+        if (image[at] > best) {  // strict: the first maximum in window order wins ties
+          best = image[at];
+          where = at;
+        }
+      }
+    output[e] = best;
+    argmax[e] = static_cast<SampleOffset>(where);
+  }
+}
+
+template <class T>
+PNN_KERNEL void max_pool_backward_kernel(const T* output_gradient, const SampleOffset* argmax, ConvolutionGeometry g,
+                                         index total, T* input_gradient) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  for (index e = global_thread(); e < total; e += grid_threads()) {
+    const index sample = e / sample_size, offset = e - sample * sample_size;
+    const index h = offset / row_pitch, within = offset - h * row_pitch;
+    const index w = within / g.channels, c = within - w * g.channels;
+    const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
+    const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
+    const T* gradient = output_gradient + sample * pooled;
+    const SampleOffset* where = argmax + sample * pooled;
+    T sum = T(0);
+    for (index oh = rows.first; oh <= rows.last; ++oh)
+      for (index ow = cols.first; ow <= cols.last; ++ow) {
+        const index i = (oh * g.output_width + ow) * g.channels + c;
+        if (where[i] == static_cast<SampleOffset>(offset)) sum += gradient[i];
+      }
+    input_gradient[e] = sum;
+  }
+}
+
+template <class T>
+PNN_KERNEL void avg_pool_forward_kernel(const T* input, ConvolutionGeometry g, index total, T scale, T* output) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  for (index e = global_thread(); e < total; e += grid_threads()) {
+    const index sample = e / pooled, within = e - sample * pooled;
+    const index position = within / g.channels, c = within - position * g.channels;
+    const index oh = position / g.output_width, ow = position - oh * g.output_width;
+    const T* corner = input + sample * sample_size + oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
+    T sum = T(0);
+    for (index kh = 0; kh < g.kernel; ++kh)
+      for (index kw = 0; kw < g.kernel; ++kw) sum += corner[kh * row_pitch + kw * g.channels];
+    output[e] = sum * scale;
+  }
+}
+
+template <class T>
+PNN_KERNEL void avg_pool_backward_kernel(const T* output_gradient, ConvolutionGeometry g, index total, T scale,
+                                         T* input_gradient) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  for (index e = global_thread(); e < total; e += grid_threads()) {
+    const index sample = e / sample_size, offset = e - sample * sample_size;
+    const index h = offset / row_pitch, within = offset - h * row_pitch;
+    const index w = within / g.channels, c = within - w * g.channels;
+    const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
+    const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
+    const T* gradient = output_gradient + sample * pooled;
+    T sum = T(0);
+    for (index oh = rows.first; oh <= rows.last; ++oh)
+      for (index ow = cols.first; ow <= cols.last; ++ow) sum += scale * gradient[(oh * g.output_width + ow) * g.channels + c];
+    input_gradient[e] = sum;
+  }
+}
+
+// The device of `memory` made current, and its stream and grid for `total` elements.
+struct Launch {
+  explicit Launch(const void* memory, index total)
+      : device(device_of(memory)), guard(device), stream(cuda_stream(device)), blocks(grid_blocks(total, device)) {}
+  int device;
+  DeviceGuard guard;
+  cudaStream_t stream;
+  unsigned blocks;
+};
+
+}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace cuda_detail
+
+template <class T>
+void im2col(TensorView<const T, 2, cuda> input, const ConvolutionGeometry& geometry, TensorView<T, 2, cuda> columns) {
+  detail::check_geometry(geometry, "im2col");
+  detail::check_rows(input, geometry.input_size(), columns, geometry.output_positions(), geometry.patch_size(),
+                     "im2col");
+  const index total = columns.size();
+  if (total == 0) return;
+  const cuda_detail::Launch launch(columns.data(), total);
+  cuda_detail::im2col_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
+      input.data(), geometry, total, columns.data());
+  PNN_CUDA_CHECK_LAUNCH("im2col_kernel");
+}
+
+template <class T>
+void col2im(TensorView<const T, 2, cuda> columns, const ConvolutionGeometry& geometry,
+            TensorView<T, 2, cuda> input_gradient) {
+  detail::check_geometry(geometry, "col2im");
+  detail::check_rows(input_gradient, geometry.input_size(), columns, geometry.output_positions(),
+                     geometry.patch_size(), "col2im");
+  const index total = input_gradient.size();
+  if (total == 0) return;
+  const cuda_detail::Launch launch(input_gradient.data(), total);
+  cuda_detail::col2im_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
+      columns.data(), geometry, total, input_gradient.data());
+  PNN_CUDA_CHECK_LAUNCH("col2im_kernel");
+}
+
+template <class T>
+void max_pool_forward(TensorView<const T, 2, cuda> input, const ConvolutionGeometry& geometry,
+                      TensorView<T, 2, cuda> output, TensorView<SampleOffset, 2, cuda> argmax) {
+  detail::check_geometry(geometry, "max_pool_forward");
+  PNN_CHECK(geometry.padding == 0, ShapeError, "max_pool_forward: pooling windows are not padded");
+  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "max_pool_forward");
+  PNN_CHECK(argmax.shape() == output.shape(), ShapeError, "max_pool_forward: argmax has shape ",
+            format_extents<2>(argmax.shape()), ", the output ", format_extents<2>(output.shape()));
+  PNN_CHECK(geometry.input_size() <= std::numeric_limits<SampleOffset>::max(), ShapeError,
+            "max_pool_forward: samples of ", geometry.input_size(),
+            " elements are too large for 32-bit argmax offsets");
+  const index total = output.size();
+  if (total == 0) return;
+  const cuda_detail::Launch launch(output.data(), total);
+  cuda_detail::max_pool_forward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
+      input.data(), geometry, total, output.data(), argmax.data());
+  PNN_CUDA_CHECK_LAUNCH("max_pool_forward_kernel");
+}
+
+template <class T>
+void max_pool_backward(TensorView<const T, 2, cuda> output_gradient, TensorView<const SampleOffset, 2, cuda> argmax,
+                       const ConvolutionGeometry& geometry, TensorView<T, 2, cuda> input_gradient) {
+  detail::check_geometry(geometry, "max_pool_backward");
+  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
+                     "max_pool_backward");
+  PNN_CHECK(argmax.shape() == output_gradient.shape(), ShapeError, "max_pool_backward: argmax has shape ",
+            format_extents<2>(argmax.shape()), ", the output gradient ", format_extents<2>(output_gradient.shape()));
+  const index total = input_gradient.size();
+  if (total == 0) return;
+  const cuda_detail::Launch launch(input_gradient.data(), total);
+  cuda_detail::max_pool_backward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
+      output_gradient.data(), argmax.data(), geometry, total, input_gradient.data());
+  PNN_CUDA_CHECK_LAUNCH("max_pool_backward_kernel");
+}
+
+template <class T>
+void avg_pool_forward(TensorView<const T, 2, cuda> input, const ConvolutionGeometry& geometry,
+                      TensorView<T, 2, cuda> output) {
+  detail::check_geometry(geometry, "avg_pool_forward");
+  PNN_CHECK(geometry.padding == 0, ShapeError, "avg_pool_forward: pooling windows are not padded");
+  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "avg_pool_forward");
+  const index total = output.size();
+  if (total == 0) return;
+  const T scale = T(1) / static_cast<T>(geometry.kernel * geometry.kernel);
+  const cuda_detail::Launch launch(output.data(), total);
+  cuda_detail::avg_pool_forward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
+      input.data(), geometry, total, scale, output.data());
+  PNN_CUDA_CHECK_LAUNCH("avg_pool_forward_kernel");
+}
+
+template <class T>
+void avg_pool_backward(TensorView<const T, 2, cuda> output_gradient, const ConvolutionGeometry& geometry,
+                       TensorView<T, 2, cuda> input_gradient) {
+  detail::check_geometry(geometry, "avg_pool_backward");
+  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
+                     "avg_pool_backward");
+  const index total = input_gradient.size();
+  if (total == 0) return;
+  const T scale = T(1) / static_cast<T>(geometry.kernel * geometry.kernel);
+  const cuda_detail::Launch launch(input_gradient.data(), total);
+  cuda_detail::avg_pool_backward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
+      output_gradient.data(), geometry, total, scale, input_gradient.data());
+  PNN_CUDA_CHECK_LAUNCH("avg_pool_backward_kernel");
+}
+
+}  // namespace pnn

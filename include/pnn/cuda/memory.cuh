@@ -1,0 +1,149 @@
+// pnn/cuda/memory.cuh: device memory for pnn::cuda tensors (DeviceTraits<cuda>) and the copies between
+// host and device: pnn::copy(host view, device view), pnn::copy(device view, host view), and device to
+// device (the same-device copy() of core/tensor.hpp, through DeviceTraits<cuda>::copy).
+//
+// Allocation is stream-ordered (cudaMallocAsync / cudaFreeAsync on pnn's compute stream of the device)
+// from the device's default memory pool, whose release threshold runtime.cuh raises so freed blocks are
+// kept and handed out again: a training step reuses the memory of the step before it without asking the
+// driver. Freeing is ordered after the work already enqueued, so a tensor may be destroyed while
+// kernels that read it are still running.
+//
+// Copies: host to device returns once the source has been read (the host buffer may then be reused);
+// device to host synchronises pnn's stream before returning, since the caller reads the data next;
+// device to device stays on the streams, and between two devices orders itself after the source
+// device's work and before that device's later work with a pair of events (no host synchronisation).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pnn/core/device.hpp"
+#include "pnn/core/tensor.hpp"
+#include "pnn/cuda/runtime.cuh"
+
+namespace pnn {
+
+template <>
+struct DeviceTraits<cuda> {
+  static void* allocate(std::size_t bytes) {
+    if (bytes == 0) return nullptr;
+    void* memory = nullptr;
+    PNN_CUDA_CHECK(cudaMallocAsync(&memory, bytes, cuda_stream()));
+    return memory;
+  }
+
+  static void deallocate(void* memory) noexcept {
+    if (memory == nullptr) return;
+    try {
+      // Inside a capture (graph.cuh) memory the captured work allocated has no pointer attributes until
+      // the graph runs: it is freed on the capturing stream, which is where it was allocated.
+      if (cudaStream_t capturing = cuda_detail::capturing_stream()) {
+        cuda_detail::report(cudaFreeAsync(memory, capturing), "cudaFreeAsync (while capturing a CUDA graph)");
+        return;
+      }
+      // Otherwise on the stream of the device that holds it, which need not be the caller's current device
+      // (a rank's model may be destroyed by another thread).
+      cudaPointerAttributes attributes{};
+      const cudaError_t found = cudaPointerGetAttributes(&attributes, memory);
+      if (found != cudaSuccess) {
+        cuda_detail::report(found, "cudaPointerGetAttributes (freeing device memory)");
+        return;
+      }
+      // The device made current too: the programming guide promises cross-device streams only to copies.
+      cuda_detail::DeviceGuard guard(attributes.device);
+      cuda_detail::report(cudaFreeAsync(memory, cuda_stream(attributes.device)), "cudaFreeAsync");
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "pnn: freeing device memory failed: %s\n", error.what());
+    }
+  }
+
+  static void fill_zero(void* memory, std::size_t bytes) {
+    if (bytes == 0) return;
+    if (cudaStream_t capturing = cuda_detail::capturing_stream()) {  // as in deallocate()
+      PNN_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, capturing));
+      return;
+    }
+    const int device = cuda_detail::device_of(memory);
+    cuda_detail::DeviceGuard guard(device);
+    PNN_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, cuda_stream(device)));
+  }
+
+  // Device to device, on one device or between two.
+  static void copy(void* destination, const void* source, std::size_t bytes) {
+    if (bytes == 0 || destination == source) return;
+    const int to = cuda_detail::device_of(destination), from = cuda_detail::device_of(source);
+    if (to == from) {
+      PNN_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, cuda_stream(to)));
+      return;
+    }
+    // The copy runs on the destination's stream after the source's pending work, and the source's
+    // stream waits for the copy before it may overwrite or free the source.
+    cudaStream_t source_stream = cuda_stream(from), destination_stream = cuda_stream(to);
+    cudaEvent_t source_ready = nullptr, copied = nullptr;
+    {
+      cuda_detail::DeviceGuard guard(from);
+      PNN_CUDA_CHECK(cudaEventCreateWithFlags(&source_ready, cudaEventDisableTiming));
+      PNN_CUDA_CHECK(cudaEventRecord(source_ready, source_stream));
+    }
+    {
+      cuda_detail::DeviceGuard guard(to);
+      PNN_CUDA_CHECK(cudaStreamWaitEvent(destination_stream, source_ready, 0));
+      PNN_CUDA_CHECK(cudaMemcpyPeerAsync(destination, to, source, from, bytes, destination_stream));
+      PNN_CUDA_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
+      PNN_CUDA_CHECK(cudaEventRecord(copied, destination_stream));
+    }
+    PNN_CUDA_CHECK(cudaStreamWaitEvent(source_stream, copied, 0));
+    // Destroying a recorded event is allowed: its resources are released once it completes.
+    PNN_CUDA_CHECK(cudaEventDestroy(source_ready));
+    PNN_CUDA_CHECK(cudaEventDestroy(copied));
+  }
+};
+
+static_assert(Device<cuda>);
+
+namespace cuda_detail {
+template <class Source, class Destination>
+void check_copy_sizes(const Source& source, const Destination& destination, const char* direction) {
+  PNN_CHECK(source.size() == destination.size(), ShapeError, "copy ", direction, " between tensors of different sizes: ",
+            format_extents<Source::rank>(source.shape()), " and ", format_extents<Destination::rank>(destination.shape()));
+}
+}  // namespace cuda_detail
+
+// Host to device. Returns once the host data has been read; the device copy completes in stream order.
+template <class T, std::size_t R>
+void copy(TensorView<const T, R, cpu> source, TensorView<T, R, cuda> destination) {
+  cuda_detail::check_copy_sizes(source, destination, "from host to device");
+  const std::size_t bytes = sizeof(T) * static_cast<std::size_t>(source.size());
+  if (bytes == 0) return;
+  PNN_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), bytes, cudaMemcpyHostToDevice,
+                                 cuda_stream(cuda_detail::device_of(destination.data()))));
+  // From pageable memory the runtime has staged the data by now, but from page-locked memory the copy
+  // is truly asynchronous: wait for it, so the caller may reuse its buffer in either case.
+  cudaPointerAttributes attributes{};
+  PNN_CUDA_CHECK(cudaPointerGetAttributes(&attributes, source.data()));
+  if (attributes.type == cudaMemoryTypeHost)
+    PNN_CUDA_CHECK(cudaStreamSynchronize(cuda_stream(cuda_detail::device_of(destination.data()))));
+}
+
+// Device to host. A synchronisation point: returns when the data is in host memory.
+template <class T, std::size_t R>
+void copy(TensorView<const T, R, cuda> source, TensorView<T, R, cpu> destination) {
+  cuda_detail::check_copy_sizes(source, destination, "from device to host");
+  const std::size_t bytes = sizeof(T) * static_cast<std::size_t>(source.size());
+  if (bytes == 0) return;
+  cudaStream_t stream = cuda_stream(cuda_detail::device_of(source.data()));
+  PNN_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), bytes, cudaMemcpyDeviceToHost, stream));
+  PNN_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+// The bytes the current device's memory pool holds (in use or kept for reuse): tests check that
+// training allocates nothing new after its first step.
+inline std::uint64_t cuda_pool_reserved_bytes() {
+  cudaMemPool_t pool = nullptr;
+  PNN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, cuda_detail::current_device()));
+  std::uint64_t reserved = 0;
+  PNN_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  return reserved;
+}
+
+}  // namespace pnn

@@ -1,0 +1,517 @@
+// pnn/cuda/nccl.cuh: Nccl, the communicator between GPUs (NCCL), for pnn::cuda models.
+//
+//   auto ranks = pnn::Nccl::group(2);   // one process driving GPUs 0 and 1: one communicator per GPU
+//   pnn::Distributed<Net::on<pnn::cuda>, pnn::DataParallel<pnn::Nccl>> model(seed, {.workers = 2});
+//
+// It satisfies pnn::Communicator with device = cuda. Processes launched by mpirun use NcclMpi
+// (pnn/cuda/nccl_mpi.cuh), which bootstraps the same communicator through MPI.
+//
+// Streams. Each rank has its device's pnn compute stream (runtime.cuh) and NCCL streams of its own. An
+// operation on device data first makes its NCCL stream wait on an event recorded on the compute stream
+// (so it sees every result enqueued before it) and afterwards makes the compute stream wait on the
+// operation's completion event (so later kernels see the result, and do not overwrite a buffer being
+// sent). all_reduce_async does only that, and returns at once: the reduction of a gradient bucket then
+// overlaps the backward pass still running on the compute stream. Its Request's wait() makes the compute
+// stream wait for it (no host synchronisation); ready() asks whether it has finished.
+//
+// Point to point. NCCL matches sends and receives by their order, not by tags, and a send blocks on the
+// GPU until the peer receives. Messages to higher ranks and to lower ranks travel on separate NCCL
+// communicators and streams, so a pipeline stage's activations going up and gradients coming down never
+// wait behind one another (one queue for both deadlocks under 1F1B). Each message is preceded by a small
+// header (tag, element count) that the receiver checks, so a mismatch is an error, not a silent misread.
+//
+// Timeouts and failures. NCCL itself never times out. Every operation that waits on the host (the
+// synchronous ones and receive) polls its completion event together with ncclCommGetAsyncError and the
+// group's failure flag, until CommunicatorOptions::timeout: then, or on an NCCL error, or when another
+// rank of the group failed, it aborts its NCCL communicators (ncclCommAbort, which also ends kernels
+// stuck waiting for a peer) and throws CommunicationError naming the rank and the operation. Reductions
+// started with all_reduce_async are checked at the next waiting operation (DataParallel ends every step
+// with one: the loss all-reduce).
+#pragma once
+
+#include <nccl.h>
+
+#include <array>
+#include <chrono>
+#include <functional>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "pnn/core/tensor.hpp"
+#include "pnn/cuda/executor.cuh"
+#include "pnn/cuda/memory.cuh"
+#include "pnn/cuda/runtime.cuh"
+#include "pnn/dist/communicator.hpp"
+
+namespace pnn {
+
+namespace cuda_detail {
+
+inline void check(ncclResult_t status, const char* call, const char* file, int line) {
+  if (status != ncclSuccess)
+    throw CudaError(detail::concat(call, " failed: ", ncclGetErrorString(status), " (", ncclGetLastError(nullptr),
+                                   ") at ", file, ":", line));
+}
+
+template <class T>
+constexpr ncclDataType_t nccl_type() {
+  if constexpr (std::is_same_v<T, float>) return ncclFloat32;
+  else if constexpr (std::is_same_v<T, double>) return ncclFloat64;
+  else if constexpr (std::is_same_v<T, std::int32_t>) return ncclInt32;
+  else if constexpr (std::is_same_v<T, std::int64_t>) return ncclInt64;
+  else if constexpr (std::is_same_v<T, std::uint64_t>) return ncclUint64;
+  else static_assert(always_false<T>, "Nccl: no NCCL data type for this element type (float, double, int32, int64, uint64)");
+}
+
+template <class T>
+const char* nccl_type_name() {
+  if constexpr (std::is_same_v<T, float>) return "float";
+  else if constexpr (std::is_same_v<T, double>) return "double";
+  else if constexpr (std::is_same_v<T, std::int32_t>) return "int32";
+  else if constexpr (std::is_same_v<T, std::int64_t>) return "int64";
+  else return "uint64";
+}
+
+// An event, destroyed with its last owner.
+struct EventDeleter {
+  void operator()(cudaEvent_t event) const noexcept { report(cudaEventDestroy(event), "cudaEventDestroy"); }
+};
+using Event = std::shared_ptr<std::remove_pointer_t<cudaEvent_t>>;
+
+inline Event record_event(cudaStream_t stream) {
+  cudaEvent_t event = nullptr;
+  PNN_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  Event owned(event, EventDeleter{});
+  PNN_CUDA_CHECK(cudaEventRecord(event, stream));
+  return owned;
+}
+
+// What the ranks of one in-process group share: whether one of them failed, and why.
+class NcclGroupState {
+ public:
+  void fail(const std::string& message) {
+    std::lock_guard lock(mutex_);
+    if (!failed_) {
+      failed_ = true;
+      failure_ = message;
+    }
+  }
+  bool failed() const {
+    std::lock_guard lock(mutex_);
+    return failed_;
+  }
+  std::string failure() const {
+    std::lock_guard lock(mutex_);
+    return failure_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  bool failed_ = false;
+  std::string failure_;
+};
+
+}  // namespace cuda_detail
+
+class Nccl {
+ public:
+  using device = cuda;
+
+  // A started reduction. wait() orders the compute stream after it; ready() tells whether it finished.
+  class Request {
+   public:
+    Request() = default;
+    Request(cuda_detail::Event done, int device) : done_(std::move(done)), device_(device) {}
+    void wait() {
+      if (!done_) return;
+      PNN_CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(device_), done_.get(), 0));
+      done_.reset();
+    }
+    bool ready() const {
+      if (!done_) return true;
+      const cudaError_t status = cudaEventQuery(done_.get());
+      if (status == cudaErrorNotReady) return false;
+      PNN_CUDA_CHECK(status);
+      return true;
+    }
+
+   private:
+    cuda_detail::Event done_;
+    int device_ = 0;
+  };
+
+  // `size` communicators, one per GPU 0, 1, ..., size - 1 of this process (ncclCommInitAll). Every
+  // rank's thread must make its GPU current first: enter_rank(rank).
+  static std::vector<Nccl> group(int size, CommunicatorOptions options = {}) {
+    PNN_CHECK(size > 0, ArgumentError, "an Nccl group needs at least one rank, got ", size);
+    std::string reason;
+    const int devices = cuda_device_count(&reason);
+    PNN_CHECK(size <= devices, ArgumentError, "an Nccl group of ", size, " ranks needs ", size,
+              " GPUs (NCCL runs one rank per GPU), but this process sees ", devices,
+              devices == 0 ? " (" + reason + ")" : std::string());
+    std::vector<int> device_list(static_cast<std::size_t>(size));
+    for (int r = 0; r < size; ++r) device_list[static_cast<std::size_t>(r)] = r;
+    std::array<std::vector<ncclComm_t>, channel_count> comms;
+    for (auto& list : comms) {
+      list.assign(static_cast<std::size_t>(size), nullptr);
+      PNN_CUDA_CHECK(ncclCommInitAll(list.data(), size, device_list.data()));
+    }
+    auto shared = std::make_shared<cuda_detail::NcclGroupState>();
+    std::vector<Nccl> ranks;
+    for (int r = 0; r < size; ++r) {
+      std::array<ncclComm_t, channel_count> own{};
+      for (std::size_t c = 0; c < channel_count; ++c) own[c] = comms[c][static_cast<std::size_t>(r)];
+      ranks.push_back(Nccl(Setup{own, r, size, r, options, shared}));
+    }
+    return ranks;
+  }
+
+  // Called by Distributed on each rank's thread before it runs anything: makes the rank's GPU current.
+  static void enter_rank(int rank) { PNN_CUDA_CHECK(cudaSetDevice(rank)); }
+
+  Nccl(Nccl&&) noexcept = default;
+  Nccl& operator=(Nccl&&) noexcept = default;
+  ~Nccl() {
+    if (state_) state_->close();
+  }
+
+  int rank() const { return state_->rank; }
+  int size() const { return state_->size; }
+  int cuda_device() const { return state_->device; }
+  const CommunicatorOptions& options() const { return state_->options; }
+  static std::string name() { return "Nccl, one GPU per rank"; }
+
+  // ----- collectives on device data -------------------------------------------------------------------
+  template <class T>
+  void all_reduce(TensorView<T, 1, cuda> data) {
+    auto done = start_reduce(data, "all_reduce");
+    finish(done, describe<T>("all_reduce", data.size()));
+  }
+
+  template <class T>
+  Request all_reduce_async(TensorView<T, 1, cuda> data) {
+    return Request(start_reduce(data, "all_reduce"), state_->device);
+  }
+
+  // The mean of the ranks' values weighted by `weight` (a sample count): sum(w_r x_r) / sum(w_r).
+  template <class T>
+  void all_reduce_mean(TensorView<T, 1, cuda> data, double weight) {
+    const double total = total_weight(weight);
+    data *= static_cast<T>(weight / total);
+    all_reduce(data);
+  }
+
+  template <class T>
+  void broadcast(TensorView<T, 1, cuda> data, int root) {
+    check_peer(root, "broadcast");
+    const std::string description = describe<T>("broadcast", data.size(), root);
+    Scope scope(*this, description);
+    check_order(description);
+    cudaStream_t stream = state_->streams[collectives];
+    follow_compute(stream);
+    if (data.size() > 0)
+      call(ncclBroadcast(data.data(), data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
+                         root, state_->comms[collectives], stream),
+           description);
+    finish(cuda_detail::record_event(stream), description);
+  }
+
+  // ----- the same on host data (hashes, loss values): staged through the device ------------------------
+  template <class T>
+  void all_reduce(TensorView<T, 1, cpu> data) {
+    Tensor<T, 1, cuda> staged = stage(data);
+    all_reduce(staged.view());
+    copy(TensorView<const T, 1, cuda>(staged.view()), data);
+  }
+  template <class T>
+  void all_reduce_mean(TensorView<T, 1, cpu> data, double weight) {
+    const double total = total_weight(weight);
+    for (index i = 0; i < data.size(); ++i) data[i] *= static_cast<T>(weight / total);
+    all_reduce(data);
+  }
+  template <class T>
+  void broadcast(TensorView<T, 1, cpu> data, int root) {
+    Tensor<T, 1, cuda> staged = stage(data);
+    broadcast(staged.view(), root);
+    copy(TensorView<const T, 1, cuda>(staged.view()), data);
+  }
+
+  void barrier() {
+    Tensor<float, 1> token(Extents<1>{1});
+    all_reduce(token.view());
+  }
+
+  // ----- point to point ------------------------------------------------------------------------------
+  // Returns once the send is enqueued; the compute stream will not overwrite `data` before it is sent.
+  template <class T>
+  void send(TensorView<const T, 1, cuda> data, int destination, int tag) {
+    check_peer(destination, "send");
+    PNN_CHECK(destination != rank(), ArgumentError, "send: rank ", rank(), " cannot send to itself over Nccl");
+    const std::string description = detail::concat("send of ", data.size(), " ", cuda_detail::nccl_type_name<T>(),
+                                                   "s to rank ", destination, " (tag ", tag, ")");
+    Scope scope(*this, description);
+    const int channel = destination > rank() ? upward : downward;
+    cudaStream_t stream = state_->streams[static_cast<std::size_t>(channel)];
+    ncclComm_t comm = state_->comms[static_cast<std::size_t>(channel)];
+    Tensor<std::int64_t, 1> header_host({2}, {tag, data.size()});
+    Tensor<std::int64_t, 1, cuda> header(Extents<1>{2});
+    copy(TensorView<const std::int64_t, 1>(header_host.view()), header.view());
+    follow_compute(stream);  // after the header copy and the data's producers
+    call(ncclSend(header.data(), 2, ncclInt64, destination, comm, stream), description);
+    if (data.size() > 0)
+      call(ncclSend(data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
+                    destination, comm, stream),
+           description);
+    // The compute stream waits for the send before it may overwrite the data (or free the header).
+    PNN_CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(state_->device), cuda_detail::record_event(stream).get(), 0));
+  }
+
+  // Returns when the message has arrived (waiting at most the timeout).
+  template <class T>
+  void receive(TensorView<T, 1, cuda> data, int source, int tag) {
+    check_peer(source, "receive");
+    PNN_CHECK(source != rank(), ArgumentError, "receive: rank ", rank(), " cannot receive from itself over Nccl");
+    const std::string description = detail::concat("receive of ", data.size(), " ", cuda_detail::nccl_type_name<T>(),
+                                                   "s from rank ", source, " (tag ", tag, ")");
+    Scope scope(*this, description);
+    const int channel = source > rank() ? downward : upward;
+    cudaStream_t stream = state_->streams[static_cast<std::size_t>(channel)];
+    ncclComm_t comm = state_->comms[static_cast<std::size_t>(channel)];
+    Tensor<std::int64_t, 1, cuda> header(Extents<1>{2});
+    follow_compute(stream);  // the header's allocation, and earlier readers of `data`
+    call(ncclRecv(header.data(), 2, ncclInt64, source, comm, stream), description);
+    wait_on_host(cuda_detail::record_event(stream), description);
+    Tensor<std::int64_t, 1> header_host(Extents<1>{2});
+    copy(TensorView<const std::int64_t, 1, cuda>(header.view()), header_host.view());
+    PNN_CHECK(header_host[0] == tag && header_host[1] == data.size(), CommunicationError,
+              fail_message(detail::concat("rank ", rank(), " expected ", data.size(), " ",
+                                          cuda_detail::nccl_type_name<T>(), "s with tag ", tag, " from rank ", source,
+                                          " but the next message holds ", header_host[1], " with tag ", header_host[0],
+                                          " (Nccl delivers messages in the order they were sent)")));
+    if (data.size() > 0)
+      call(ncclRecv(data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
+                    source, comm, stream),
+           description);
+    finish(cuda_detail::record_event(stream), description);
+  }
+
+  // ----- failures --------------------------------------------------------------------------------------
+  // Ends every pending and later operation of every rank of the group with `message`.
+  void abort(const std::string& message) {
+    state_->group->fail(message);
+    state_->abort_communicators();
+  }
+  bool aborted() const { return state_->group->failed(); }
+  std::string failure() const { return state_->group->failure(); }
+
+ protected:
+  static constexpr std::size_t channel_count = 3;
+  static constexpr std::size_t collectives = 0;  // collectives
+  static constexpr int upward = 1;               // messages from lower to higher ranks
+  static constexpr int downward = 2;             // messages from higher to lower ranks
+
+  // A rank's communicators (one per channel) and where it runs.
+  struct Setup {
+    std::array<ncclComm_t, channel_count> comms{};
+    int rank = 0, size = 1, device = 0;
+    CommunicatorOptions options;
+    std::shared_ptr<cuda_detail::NcclGroupState> group;
+  };
+
+  explicit Nccl(Setup setup) : state_(std::make_unique<State>()) {
+    state_->comms = setup.comms;
+    state_->rank = setup.rank;
+    state_->size = setup.size;
+    state_->device = setup.device;
+    state_->options = setup.options;
+    state_->group = std::move(setup.group);
+    cuda_detail::DeviceGuard guard(setup.device);
+    for (auto& stream : state_->streams) PNN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  }
+
+ private:
+  struct State {
+    std::array<ncclComm_t, channel_count> comms{};
+    std::array<cudaStream_t, channel_count> streams{};
+    int rank = 0, size = 1, device = 0;
+    CommunicatorOptions options;
+    std::shared_ptr<cuda_detail::NcclGroupState> group;
+    bool communicators_aborted = false;
+    std::uint64_t sequence = 0;
+
+    void abort_communicators() noexcept {
+      if (communicators_aborted) return;
+      communicators_aborted = true;
+      for (ncclComm_t comm : comms)
+        if (comm) (void)ncclCommAbort(comm);  // also ends kernels stuck waiting for a peer
+    }
+
+    // Waits for the work on the NCCL streams (briefly: a healthy group has none left), then releases the
+    // communicators: destroyed when healthy, aborted otherwise, since a destroy could wait forever for a
+    // failed peer.
+    void close() noexcept {
+      try {
+        cuda_detail::DeviceGuard guard(device);
+        const auto deadline = std::chrono::steady_clock::now() + std::min(options.timeout, std::chrono::milliseconds(10'000));
+        bool idle = !group->failed();
+        for (cudaStream_t stream : streams) {
+          while (idle) {
+            const cudaError_t status = cudaStreamQuery(stream);
+            if (status == cudaSuccess) break;
+            if (status != cudaErrorNotReady || std::chrono::steady_clock::now() > deadline) idle = false;
+            else std::this_thread::sleep_for(std::chrono::microseconds(100));
+          }
+        }
+        if (!idle) abort_communicators();
+        if (!communicators_aborted)
+          for (ncclComm_t comm : comms)
+            if (comm) (void)ncclCommDestroy(comm);
+        for (cudaStream_t stream : streams)
+          if (stream) cuda_detail::report(cudaStreamDestroy(stream), "cudaStreamDestroy");
+      } catch (...) {
+        abort_communicators();
+      }
+    }
+  };
+
+  // Entered by every operation: refuses to start when the group has failed, and makes the rank's GPU
+  // current for its duration.
+  class Scope {
+   public:
+    Scope(Nccl& nccl, const std::string& operation) : guard_(nccl.state_->device) {
+      if (nccl.state_->group->failed()) {
+        nccl.state_->abort_communicators();
+        throw CommunicationError(detail::concat("rank ", nccl.rank(), " cannot start ", operation, ": ",
+                                                nccl.state_->group->failure()));
+      }
+    }
+
+   private:
+    cuda_detail::DeviceGuard guard_;
+  };
+
+  template <class T>
+  static std::string describe(const char* operation, index count, int root = -1) {
+    std::string text = detail::concat(operation, "(", count, " ", cuda_detail::nccl_type_name<T>(), "s");
+    if (root >= 0) text += detail::concat(", root ", root);
+    return text + ")";
+  }
+
+  void check_peer(int peer, const char* operation) const {
+    PNN_CHECK(peer >= 0 && peer < size(), ArgumentError, operation, ": rank ", peer, " does not exist in a group of ",
+              size());
+  }
+
+  // The NCCL stream runs after everything enqueued so far on the compute stream.
+  void follow_compute(cudaStream_t stream) {
+    PNN_CUDA_CHECK(cudaStreamWaitEvent(stream, cuda_detail::record_event(cuda_stream(state_->device)).get(), 0));
+  }
+
+  template <class T>
+  cuda_detail::Event start_reduce(TensorView<T, 1, cuda> data, const char* operation) {
+    const std::string description = describe<T>(operation, data.size());
+    Scope scope(*this, description);
+    check_order(description);
+    cudaStream_t stream = state_->streams[collectives];
+    follow_compute(stream);
+    if (data.size() > 0)
+      call(ncclAllReduce(data.data(), data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
+                         ncclSum, state_->comms[collectives], stream),
+           description);
+    return cuda_detail::record_event(stream);
+  }
+
+  // Waits on the host for `done` (with the timeout), then orders the compute stream after it.
+  void finish(const cuda_detail::Event& done, const std::string& description) {
+    wait_on_host(done, description);
+    PNN_CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(state_->device), done.get(), 0));
+  }
+
+  void wait_on_host(const cuda_detail::Event& done, const std::string& description) {
+    const auto deadline = std::chrono::steady_clock::now() + state_->options.timeout;
+    for (int polls = 0;; ++polls) {
+      const cudaError_t status = cudaEventQuery(done.get());
+      if (status == cudaSuccess) return;
+      if (status != cudaErrorNotReady)
+        throw_failure(detail::concat("rank ", rank(), ": ", description, " failed: ", cudaGetErrorString(status)));
+      for (ncclComm_t comm : state_->comms) {
+        ncclResult_t asynchronous = ncclSuccess;
+        const ncclResult_t queried = ncclCommGetAsyncError(comm, &asynchronous);
+        if (queried != ncclSuccess || (asynchronous != ncclSuccess && asynchronous != ncclInProgress))
+          throw_failure(detail::concat("rank ", rank(), ": ", description, " failed: NCCL reports ",
+                                       ncclGetErrorString(queried != ncclSuccess ? queried : asynchronous)));
+      }
+      if (state_->group->failed()) {
+        state_->abort_communicators();
+        throw CommunicationError(state_->group->failure());
+      }
+      if (std::chrono::steady_clock::now() > deadline)
+        throw_failure(detail::concat("rank ", rank(), ": ", description, " did not complete within ",
+                                     state_->options.timeout.count(),
+                                     " ms: a rank did not arrive, or called a different operation"));
+      if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  // Marks the group failed with `message`, aborts this rank's communicators, and returns the message.
+  std::string fail_message(const std::string& message) {
+    state_->group->fail(message);
+    state_->abort_communicators();
+    return message;
+  }
+  [[noreturn]] void throw_failure(const std::string& message) { throw CommunicationError(fail_message(message)); }
+
+  void call(ncclResult_t status, const std::string& description) {
+    if (status != ncclSuccess && status != ncclInProgress)
+      throw_failure(detail::concat("rank ", rank(), ": ", description, " failed: ", ncclGetErrorString(status), " (",
+                                   ncclGetLastError(nullptr), ")"));
+  }
+
+  double total_weight(double weight) {
+    Tensor<double, 1> total(Extents<1>{1});
+    total[0] = weight;
+    all_reduce(total.view());
+    PNN_CHECK(total[0] > 0, ArgumentError, "all_reduce_mean: the weights of all ranks sum to ", total[0],
+              "; at least one rank needs a positive weight");
+    return total[0];
+  }
+
+  template <class T>
+  Tensor<T, 1, cuda> stage(TensorView<T, 1, cpu> data) {
+    cuda_detail::DeviceGuard guard(state_->device);
+    Tensor<T, 1, cuda> staged(data.shape());
+    copy(TensorView<const T, 1, cpu>(data), staged.view());
+    return staged;
+  }
+
+  // With check_collective_order: every rank contributes a hash of its operation's description; the
+  // maximum of h and of -h agree only if every rank called the same operation.
+  void check_order(const std::string& description) {
+    const std::uint64_t sequence = state_->sequence++;
+    if (!state_->options.check_collective_order) return;
+    const double hash = static_cast<double>(std::hash<std::string>{}(description) >> 11);  // exact in a double
+    Tensor<double, 1> extremes({2}, {hash, -hash});
+    Tensor<double, 1, cuda> staged = stage(extremes.view());
+    cudaStream_t stream = state_->streams[collectives];
+    follow_compute(stream);
+    call(ncclAllReduce(staged.data(), staged.data(), 2, ncclFloat64, ncclMax, state_->comms[collectives], stream),
+         "collective order check");
+    finish(cuda_detail::record_event(stream), "collective order check");
+    copy(TensorView<const double, 1, cuda>(staged.view()), extremes.view());
+    if (extremes[0] != -extremes[1])
+      throw_failure(detail::concat("collective mismatch at collective #", sequence, ": rank ", rank(), " called ",
+                                   description, " but another rank called a different operation"));
+  }
+
+  std::unique_ptr<State> state_;
+};
+
+static_assert(Communicator<Nccl>);
+static_assert(Communicator<Nccl, double>);
+
+}  // namespace pnn

@@ -1,0 +1,67 @@
+// pnn/cuda/nccl_mpi.cuh: NcclMpi, the NCCL communicator for processes launched by mpirun, one GPU each.
+//
+//   mpirun -np 4 ./train_cnn_cuda_data_parallel_nccl   with   DataParallel<pnn::NcclMpi>
+//
+// Rank 0 creates NCCL's unique ids and MPI broadcasts them (MPI only bootstraps; all data then moves
+// through NCCL). Each process takes the GPU numbered by its rank among the processes on its node, modulo
+// the GPUs it sees. Include this header only where MPI was found: it includes <mpi.h> through
+// pnn/dist/mpi.hpp. A failing rank prints its message and makes mpirun stop every rank, as with Mpi.
+#pragma once
+
+#include "pnn/cuda/nccl.cuh"
+#include "pnn/dist/mpi.hpp"
+
+namespace pnn {
+
+class NcclMpi : public Nccl {
+ public:
+  explicit NcclMpi(CommunicatorOptions options = {}) : Nccl(bootstrap(options)) {}
+
+  // Processes are ranks here: there is no in-process group of NcclMpi, so Distributed runs one rank per
+  // process. (The inherited Nccl::group makes Nccl communicators, which tells Distributed as much. A deleted
+  // NcclMpi::group would say it too, but nvcc's front end takes a deleted function for a callable one in a
+  // requires-expression and picked the rank threads.)
+  static std::string name() { return "Nccl over mpirun processes, one GPU each"; }
+
+  // Prints the message and ends every rank (mpirun then stops the job).
+  [[noreturn]] void abort(const std::string& message) {
+    Nccl::abort(message);
+    std::fprintf(stderr, "pnn: %s\n", message.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    std::abort();
+  }
+
+ private:
+  static Setup bootstrap(const CommunicatorOptions& options) {
+    mpi_detail::Environment::ensure();
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm node = MPI_COMM_NULL;
+    PNN_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node) == MPI_SUCCESS,
+              CommunicationError, "NcclMpi: MPI_Comm_split_type failed on rank ", rank);
+    int node_rank = 0;
+    MPI_Comm_rank(node, &node_rank);
+    MPI_Comm_free(&node);
+    std::string reason;
+    const int devices = cuda_device_count(&reason);
+    PNN_CHECK(devices > 0, CudaError, "NcclMpi: rank ", rank, " sees no CUDA device (", reason, ")");
+    const int device = node_rank % devices;
+    PNN_CUDA_CHECK(cudaSetDevice(device));
+
+    std::array<ncclUniqueId, channel_count> ids{};
+    if (rank == 0)
+      for (auto& id : ids) PNN_CUDA_CHECK(ncclGetUniqueId(&id));
+    PNN_CHECK(MPI_Bcast(ids.data(), static_cast<int>(sizeof(ids)), MPI_BYTE, 0, MPI_COMM_WORLD) == MPI_SUCCESS,
+              CommunicationError, "NcclMpi: broadcasting NCCL's unique ids failed on rank ", rank);
+    std::array<ncclComm_t, channel_count> comms{};
+    for (std::size_t c = 0; c < channel_count; ++c)
+      PNN_CUDA_CHECK(ncclCommInitRank(&comms[c], size, ids[c], rank));
+    return Setup{comms, rank, size, device, options, std::make_shared<cuda_detail::NcclGroupState>()};
+  }
+};
+
+static_assert(Communicator<NcclMpi>);
+
+}  // namespace pnn
