@@ -146,20 +146,21 @@ TEST_CASE("nccl.send_and_receive" * needs_gpus(2)) {
 }
 
 TEST_CASE("nccl.a_mismatched_message_is_an_error" * needs_gpus(2)) {
+  // Empty messages: only their headers travel, so nothing is left waiting on a GPU once the receiver has
+  // rejected the header (a data part would wait for its receive until the communicators are aborted, and
+  // so would pnn's stream of that GPU, which every later test case uses).
   auto ranks = Nccl::group(2, {.timeout = std::chrono::milliseconds(20'000)});
   const auto errors = on_every_rank(ranks, [&](Nccl& nccl) -> std::string {
     if (nccl.rank() == 0) {
-      const auto data = to_device(rank_values(0, 8));
-      // Returns once enqueued. Its data part then waits for a receive that never comes, until the failed
-      // group's communicators are aborted when `ranks` goes out of scope.
-      nccl.send(data.view(), 1, 5);
+      const Tensor<float, 1, cuda> nothing(Extents<1>{0});
+      nccl.send(nothing.view(), 1, 5);
     } else {
-      Tensor<float, 1, cuda> data(Extents<1>{8});
-      nccl.receive(data.view(), 0, 6);
+      Tensor<float, 1, cuda> nothing(Extents<1>{0});
+      nccl.receive(nothing.view(), 0, 6);
     }
     return {};
   });
-  CHECK_MESSAGE(errors[1].find("expected 8 floats with tag 6 from rank 0 but the next message holds 8 with tag 5") !=
+  CHECK_MESSAGE(errors[1].find("expected 0 floats with tag 6 from rank 0 but the next message holds 0 with tag 5") !=
                     std::string::npos,
                 errors[1]);
 }
