@@ -35,6 +35,9 @@ TEST_CASE("train.mlp_one_epoch_reaches_84_percent") {
   CHECK(history[0].steps == (60000 + 63) / 64);
   // evaluate() agrees with what fit() reported.
   CHECK(evaluate(model, fashion_mnist().test).accuracy == doctest::Approx(history[0].test_accuracy));
+  // An int batch size picks this overload, not the expression evaluate(into(...), ...); the batch size
+  // changes nothing but the order of summation.
+  CHECK(evaluate(model, fashion_mnist().test, 7).accuracy == doctest::Approx(history[0].test_accuracy));
 }
 
 TEST_CASE("train.same_seed_gives_bit_identical_weights") {

@@ -27,6 +27,11 @@ struct Assignment {
   E expression;
 };
 
+template <class T>
+inline constexpr bool is_assignment = false;
+template <class View, class E>
+inline constexpr bool is_assignment<Assignment<View, E>> = true;
+
 // into(destination, expression): an assignment to be run by evaluate() together with others.
 template <class Destination, AnyExpression E>
 auto into(Destination&& destination, E&& expression) {
@@ -38,7 +43,9 @@ auto into(Destination&& destination, E&& expression) {
 // is still in cache: an optimiser's velocity and weight updates cost one pass over memory, not two. Every
 // destination must have the same number of elements, and each expression may read its own and earlier
 // destinations only at the element it writes.
+// Constrained to assignments so that a call like evaluate(model, data, 7) finds train/fit.hpp's overload.
 template <class First, class... Rest>
+  requires(is_assignment<First> && (is_assignment<Rest> && ...))
 void evaluate(const First& first, const Rest&... rest) {
   using D = typename decltype(first.destination)::device;
   Executor<D>::evaluate(first, rest...);

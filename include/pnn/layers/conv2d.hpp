@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <string>
 
 #include "pnn/core/kernels.hpp"
@@ -103,8 +104,10 @@ class Conv2D<Filters, Kernel, Options...>::layer {
   static constexpr index channels = valid ? geometry.channels : 1;
   static constexpr index positions = output_shape::dims[1] * output_shape::dims[2];  // output pixels per sample
   static constexpr index patch = Kernel * Kernel * channels;  // one row of the columns matrix
-  // Bytes of columns matrix per chunk of samples: small enough to stay in L2 between im2col and gemm.
-  static constexpr index columns_budget_bytes = index{1} << 18;
+  // Bytes of columns matrix per chunk of samples. On the CPU small enough to stay in L2 between im2col
+  // and gemm; a GPU has no such cache to keep and wants the largest gemm it can get, each chunk being a
+  // kernel launch, so there the budget is 64 MiB.
+  static constexpr index columns_budget_bytes = std::same_as<D, cpu> ? index{1} << 18 : index{1} << 26;
 
   // The columns matrix of one chunk of samples. It lives in the pass's state, not in the layer, so
   // passes in flight at the same time (pipeline micro-batches) never share it.
