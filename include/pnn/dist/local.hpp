@@ -309,6 +309,8 @@ class Local {
 
   template <class T>
   Request all_reduce_async(TensorView<T, 1, cpu> data) {
+    // One rank has nothing to reduce and nobody to disagree with: no hand-over to the worker thread.
+    if (size() == 1) return Request();
     const std::uint64_t sequence = next_sequence();
     // The task holds the group, not this communicator, so moving the communicator cannot dangle it.
     auto task = worker_->submit([group = group_, rank = rank_, data, sequence] { reduce(*group, rank, data, sequence); });
@@ -381,16 +383,17 @@ class Local {
     group.collective(rank, sequence, describe<T>("all_reduce", count), data.data(),
                        [&](const std::vector<void*>& buffers) {
                          // This rank owns chunk [begin, end) of every buffer: it alone reads and writes it.
+                         // It sums in place into rank 0's buffer, in rank order, then copies that chunk to
+                         // the others: no temporary (a large one costs page faults every step).
                          const index begin = count * rank / ranks, end = count * (rank + 1) / ranks;
                          if (begin == end) return;
-                         std::vector<T> total(static_cast<const T*>(buffers[0]) + begin,
-                                              static_cast<const T*>(buffers[0]) + end);
+                         T* total = static_cast<T*>(buffers[0]);
                          for (int r = 1; r < ranks; ++r) {
                            const T* part = static_cast<const T*>(buffers[static_cast<std::size_t>(r)]);
-                           for (index i = begin; i < end; ++i) total[static_cast<std::size_t>(i - begin)] += part[i];
+                           for (index i = begin; i < end; ++i) total[i] += part[i];
                          }
-                         for (int r = 0; r < ranks; ++r)
-                           std::memcpy(static_cast<T*>(buffers[static_cast<std::size_t>(r)]) + begin, total.data(),
+                         for (int r = 1; r < ranks; ++r)
+                           std::memcpy(static_cast<T*>(buffers[static_cast<std::size_t>(r)]) + begin, total + begin,
                                        sizeof(T) * static_cast<std::size_t>(end - begin));
                        });
   }
