@@ -22,22 +22,6 @@ inline DeviceData device_data(pnn::index samples, pnn::index features, pnn::inde
   return {to_device(host.inputs), to_device(host.labels)};
 }
 
-// Trains with consecutive batches of `batch` rows (the last one shorter when n is not a multiple).
-template <class Model, class Rule>
-std::vector<float> train_on_device(Model& model, Optimizer<Rule, float, cuda>& optimizer, const DeviceData& data,
-                                   pnn::index batch, pnn::index steps) {
-  std::vector<float> losses;
-  const pnn::index n = data.inputs.dim(0);
-  pnn::index begin = 0;
-  for (pnn::index s = 0; s < steps; ++s) {
-    const pnn::index count = std::min(batch, n - begin);
-    losses.push_back(model.train_step(data.inputs.view().rows(begin, count), data.labels.view().rows(begin, count),
-                                      optimizer, SoftmaxCrossEntropy{}));
-    begin = begin + count >= n ? 0 : begin + count;
-  }
-  return losses;
-}
-
 // max |a - b| / max |a| over each parameter tensor, read back from the device.
 template <class Model>
 double device_relative_difference(const Model& a, const Model& b) {
@@ -55,11 +39,11 @@ void check_cuda_equivalence(const DistributedOptions& options, pnn::index batch 
   const DeviceData data = device_data(samples, Model::input_shape::size, Model::output_shape::size);
   Model serial(11);
   Optimizer<SGD, float, cuda> serial_optimizer({.learning_rate = 0.1, .momentum = 0.9});
-  const auto serial_losses = train_on_device(serial, serial_optimizer, data, batch, steps);
+  const auto serial_losses = train(serial, serial_optimizer, data, batch, steps);
 
   Distributed<Model, Strategy> parallel(11, options);
   Optimizer<SGD, float, cuda> parallel_optimizer({.learning_rate = 0.1, .momentum = 0.9});
-  const auto parallel_losses = train_on_device(parallel, parallel_optimizer, data, batch, steps);
+  const auto parallel_losses = train(parallel, parallel_optimizer, data, batch, steps);
   const Model gathered = parallel.gathered();
 
   CHECK(device_relative_difference(Model(11), serial) > 1e-3);  // the weights moved

@@ -25,9 +25,10 @@ inline SyntheticData synthetic_data(index n, index features, index classes, std:
   return data;
 }
 
-// Trains with consecutive batches of `batch` rows (the last one shorter when n is not a multiple).
-template <class Model, class Rule>
-std::vector<float> train(Model& model, Optimizer<Rule>& optimizer, const SyntheticData& data, index batch, index steps) {
+// Trains with consecutive batches of `batch` rows (the last one shorter when n is not a multiple). Data
+// is SyntheticData, or its twin on a device (tests/cuda/cuda_equivalence.cuh).
+template <class Model, class OptimizerType, class Data>
+std::vector<float> train(Model& model, OptimizerType& optimizer, const Data& data, index batch, index steps) {
   std::vector<float> losses;
   const index n = data.inputs.dim(0);
   index begin = 0;

@@ -85,7 +85,7 @@ struct Executor<cpu> {
   template <class T, std::size_t R, class E>
   static void assign(const TensorView<T, R, cpu>& destination, const E& expression) {
     static_assert(std::is_same_v<typename E::device, cpu>, "cannot assign a non-cpu expression to a cpu tensor");
-    check_shape(destination, expression);
+    detail::check_assignment_shape(destination, expression);
     const index full = destination.size();
     using V = std::remove_const_t<T>;
     cpu_lowering::for_each_segment(full, expression.broadcast_period(full), full, [&](const cpu_lowering::Segment& s) {
@@ -102,7 +102,7 @@ struct Executor<cpu> {
       PNN_CHECK(a.destination.size() == full, ShapeError,
                 "evaluate(): fused assignments need destinations of equal size, got ", full, " and ",
                 a.destination.size());
-      check_shape(a.destination, a.expression);
+      detail::check_assignment_shape(a.destination, a.expression);
       period = std::min(period, a.expression.broadcast_period(full));
     };
     (check(assignments), ...);
@@ -134,19 +134,6 @@ struct Executor<cpu> {
   }
 
  private:
-  // The expression's shape must equal the destination's, or its trailing dimensions (it is then
-  // repeated over the leading ones: a bias assigned to every row of a batch).
-  template <class Destination, class E>
-  static void check_shape(const Destination& destination, const E& expression) {
-    constexpr std::size_t R = Destination::rank;
-    static_assert(E::rank <= R, "the expression has a higher rank than the destination: reshape one of them");
-    const auto shape = expression.shape();
-    bool fits = true;
-    for (std::size_t i = 0; i < E::rank; ++i) fits = fits && shape[i] == destination.shape()[R - E::rank + i];
-    PNN_CHECK(fits, ShapeError, "cannot assign an expression of shape ", format_extents<E::rank>(shape),
-              " to a tensor of shape ", format_extents<R>(destination.shape()));
-  }
-
   template <class A>
   static void assign_segment(const A& a, const cpu_lowering::Segment& s) {
     using V = typename std::remove_cvref_t<decltype(a.destination)>::value_type;

@@ -20,6 +20,21 @@ struct Executor {
                 "file compiled by nvcc.");
 };
 
+namespace detail {
+// Every executor's check: the expression's shape must equal the destination's, or its trailing
+// dimensions (it is then repeated over the leading ones: a bias assigned to every row of a batch).
+template <class Destination, class E>
+void check_assignment_shape(const Destination& destination, const E& expression) {
+  constexpr std::size_t R = Destination::rank;
+  static_assert(E::rank <= R, "the expression has a higher rank than the destination: reshape one of them");
+  const auto shape = expression.shape();
+  bool fits = true;
+  for (std::size_t i = 0; i < E::rank; ++i) fits = fits && shape[i] == destination.shape()[R - E::rank + i];
+  PNN_CHECK(fits, ShapeError, "cannot assign an expression of shape ", format_extents<E::rank>(shape),
+            " to a tensor of shape ", format_extents<R>(destination.shape()));
+}
+}  // namespace detail
+
 // One destination and the expression to evaluate into it, for evaluate().
 template <class View, class E>
 struct Assignment {

@@ -89,6 +89,50 @@ void check_rows(const A& images, index image_size, const B& windows, index windo
             ") and (batch * ", window_rows, ", ", window_size, "))");
 }
 
+// The argument checks of each kernel, shared by every device's implementation (core here, cuda in
+// include/pnn/cuda/kernels.cuh), so a bad call gets the same message whatever the device.
+template <class Input, class Columns>
+void check_im2col(const Input& input, const ConvolutionGeometry& geometry, const Columns& columns) {
+  check_geometry(geometry, "im2col");
+  check_rows(input, geometry.input_size(), columns, geometry.output_positions(), geometry.patch_size(), "im2col");
+}
+template <class Columns, class Input>
+void check_col2im(const Columns& columns, const ConvolutionGeometry& geometry, const Input& input_gradient) {
+  check_geometry(geometry, "col2im");
+  check_rows(input_gradient, geometry.input_size(), columns, geometry.output_positions(), geometry.patch_size(),
+             "col2im");
+}
+template <class Input, class Output>
+void check_pool_forward(const Input& input, const ConvolutionGeometry& geometry, const Output& output,
+                        const char* kernel) {
+  check_geometry(geometry, kernel);
+  PNN_CHECK(geometry.padding == 0, ShapeError, kernel, ": pooling windows are not padded");
+  check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), kernel);
+}
+template <class Gradient, class Input>
+void check_pool_backward(const Gradient& output_gradient, const ConvolutionGeometry& geometry,
+                         const Input& input_gradient, const char* kernel) {
+  check_geometry(geometry, kernel);
+  check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(), kernel);
+}
+template <class Input, class Output, class Argmax>
+void check_max_pool_forward(const Input& input, const ConvolutionGeometry& geometry, const Output& output,
+                            const Argmax& argmax) {
+  check_pool_forward(input, geometry, output, "max_pool_forward");
+  PNN_CHECK(argmax.shape() == output.shape(), ShapeError, "max_pool_forward: argmax has shape ",
+            format_extents<2>(argmax.shape()), ", the output ", format_extents<2>(output.shape()));
+  PNN_CHECK(geometry.input_size() <= std::numeric_limits<SampleOffset>::max(), ShapeError,
+            "max_pool_forward: samples of ", geometry.input_size(),
+            " elements are too large for 32-bit argmax offsets");
+}
+template <class Gradient, class Argmax, class Input>
+void check_max_pool_backward(const Gradient& output_gradient, const Argmax& argmax,
+                             const ConvolutionGeometry& geometry, const Input& input_gradient) {
+  check_pool_backward(output_gradient, geometry, input_gradient, "max_pool_backward");
+  PNN_CHECK(argmax.shape() == output_gradient.shape(), ShapeError, "max_pool_backward: argmax has shape ",
+            format_extents<2>(argmax.shape()), ", the output gradient ", format_extents<2>(output_gradient.shape()));
+}
+
 // One vector of values of type T and a matching vector of offsets, as GCC/Clang vector extensions: the
 // compiler maps them onto the widest registers the target flags allow (one AVX register, two SSE ones)
 // with no intrinsics and no instruction-set checks here. They appear only as local variables, so no
@@ -146,9 +190,7 @@ inline bool windows_tile_input(const ConvolutionGeometry& g) {
 // of only 5 values. Only the runs at the very end of `columns` are copied exactly.
 template <class T>
 void im2col(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geometry, TensorView<T, 2, cpu> columns) {
-  detail::check_geometry(geometry, "im2col");
-  detail::check_rows(input, geometry.input_size(), columns, geometry.output_positions(), geometry.patch_size(),
-                     "im2col");
+  detail::check_im2col(input, geometry, columns);
   constexpr index lanes = detail::Lanes<T>::count;
   const index channels = geometry.channels, width = geometry.width, kernel = geometry.kernel;
   const index stride = geometry.stride, padding = geometry.padding;
@@ -185,9 +227,7 @@ void im2col(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geomet
 template <class T>
 void col2im(TensorView<const T, 2, cpu> columns, const ConvolutionGeometry& geometry,
             TensorView<T, 2, cpu> input_gradient) {
-  detail::check_geometry(geometry, "col2im");
-  detail::check_rows(input_gradient, geometry.input_size(), columns, geometry.output_positions(),
-                     geometry.patch_size(), "col2im");
+  detail::check_col2im(columns, geometry, input_gradient);
   const index channels = geometry.channels, height = geometry.height, width = geometry.width;
   const index kernel = geometry.kernel, stride = geometry.stride, padding = geometry.padding;
   const index run = kernel * channels;
@@ -220,14 +260,7 @@ void col2im(TensorView<const T, 2, cpu> columns, const ConvolutionGeometry& geom
 template <class T>
 void max_pool_forward(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geometry,
                       TensorView<T, 2, cpu> output, TensorView<SampleOffset, 2, cpu> argmax) {
-  detail::check_geometry(geometry, "max_pool_forward");
-  PNN_CHECK(geometry.padding == 0, ShapeError, "max_pool_forward: pooling windows are not padded");
-  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "max_pool_forward");
-  PNN_CHECK(argmax.shape() == output.shape(), ShapeError, "max_pool_forward: argmax has shape ",
-            format_extents<2>(argmax.shape()), ", the output ", format_extents<2>(output.shape()));
-  PNN_CHECK(geometry.input_size() <= std::numeric_limits<SampleOffset>::max(), ShapeError,
-            "max_pool_forward: samples of ", geometry.input_size(),
-            " elements are too large for 32-bit argmax offsets");
+  detail::check_max_pool_forward(input, geometry, output, argmax);
   using Lanes = detail::Lanes<T>;
   using Offset = typename Lanes::Offset;
   typename Lanes::Offsets lane;  // 0, 1, 2, ...: added to a window's offset, the offset of every lane
@@ -285,11 +318,7 @@ void max_pool_forward(TensorView<const T, 2, cpu> input, const ConvolutionGeomet
 template <class T>
 void max_pool_backward(TensorView<const T, 2, cpu> output_gradient, TensorView<const SampleOffset, 2, cpu> argmax,
                        const ConvolutionGeometry& geometry, TensorView<T, 2, cpu> input_gradient) {
-  detail::check_geometry(geometry, "max_pool_backward");
-  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
-                     "max_pool_backward");
-  PNN_CHECK(argmax.shape() == output_gradient.shape(), ShapeError, "max_pool_backward: argmax has shape ",
-            format_extents<2>(argmax.shape()), ", the output gradient ", format_extents<2>(output_gradient.shape()));
+  detail::check_max_pool_backward(output_gradient, argmax, geometry, input_gradient);
   const index channels = geometry.channels, kernel = geometry.kernel, stride = geometry.stride;
   const index row_pitch = geometry.width * channels;
   const index samples = input_gradient.dim(0), pooled = geometry.pooled_size();
@@ -322,9 +351,7 @@ void max_pool_backward(TensorView<const T, 2, cpu> output_gradient, TensorView<c
 template <class T>
 void avg_pool_forward(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geometry,
                       TensorView<T, 2, cpu> output) {
-  detail::check_geometry(geometry, "avg_pool_forward");
-  PNN_CHECK(geometry.padding == 0, ShapeError, "avg_pool_forward: pooling windows are not padded");
-  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "avg_pool_forward");
+  detail::check_pool_forward(input, geometry, output, "avg_pool_forward");
   const index channels = geometry.channels, kernel = geometry.kernel, stride = geometry.stride;
   const index row_pitch = geometry.width * channels;
   const index samples = input.dim(0);
@@ -351,9 +378,7 @@ void avg_pool_forward(TensorView<const T, 2, cpu> input, const ConvolutionGeomet
 template <class T>
 void avg_pool_backward(TensorView<const T, 2, cpu> output_gradient, const ConvolutionGeometry& geometry,
                        TensorView<T, 2, cpu> input_gradient) {
-  detail::check_geometry(geometry, "avg_pool_backward");
-  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
-                     "avg_pool_backward");
+  detail::check_pool_backward(output_gradient, geometry, input_gradient, "avg_pool_backward");
   const index channels = geometry.channels, kernel = geometry.kernel, stride = geometry.stride;
   const index row_pitch = geometry.width * channels;
   const index samples = input_gradient.dim(0);

@@ -21,6 +21,23 @@ struct GemmOptions {
   double beta = 0;  // 1 accumulates into C
 };
 
+namespace detail {
+struct GemmShape {
+  index m, n, k;  // op(A) is m x k, op(B) is k x n, C is m x n
+};
+// The shape of C = op(A) op(B) for every device's gemm(); a ShapeError if the operands disagree.
+template <class A, class B, class C>
+GemmShape gemm_shape(const A& a, const B& b, const C& c, const GemmOptions& options) {
+  const index m = options.transpose_a ? a.dim(1) : a.dim(0);
+  const index k = options.transpose_a ? a.dim(0) : a.dim(1);
+  const index kb = options.transpose_b ? b.dim(1) : b.dim(0);
+  const index n = options.transpose_b ? b.dim(0) : b.dim(1);
+  PNN_CHECK(k == kb && c.dim(0) == m && c.dim(1) == n, ShapeError, "gemm: op(A) is ", m, "x", k, ", op(B) is ", kb,
+            "x", n, " and C is ", c.dim(0), "x", c.dim(1));
+  return {m, n, k};
+}
+}  // namespace detail
+
 namespace cpu_linalg {
 template <class T>
 using RowMajorMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
@@ -72,12 +89,7 @@ void eigen_gemm(TensorView<const T, 2, cpu> a, TensorView<const T, 2, cpu> b, Te
 template <class T>
 void gemm(TensorView<const T, 2, cpu> a, TensorView<const T, 2, cpu> b, TensorView<T, 2, cpu> c,
           const GemmOptions& options = {}) {
-  const index m = options.transpose_a ? a.dim(1) : a.dim(0);
-  const index k = options.transpose_a ? a.dim(0) : a.dim(1);
-  const index kb = options.transpose_b ? b.dim(1) : b.dim(0);
-  const index n = options.transpose_b ? b.dim(0) : b.dim(1);
-  PNN_CHECK(k == kb && c.dim(0) == m && c.dim(1) == n, ShapeError, "gemm: op(A) is ", m, "x", k, ", op(B) is ", kb,
-            "x", n, " and C is ", c.dim(0), "x", c.dim(1));
+  const auto [m, n, k] = detail::gemm_shape(a, b, c, options);
   if constexpr (std::is_same_v<T, float>) {
     cpu_gemm::sgemm(m, n, k, static_cast<float>(options.alpha), cpu_linalg::strided(a, options.transpose_a),
                     cpu_linalg::strided(b, options.transpose_b), static_cast<float>(options.beta), c.data(), n,

@@ -194,19 +194,6 @@ auto reduce(const E& expression, typename Reduction::template accumulator<typena
   return static_cast<V>(host);
 }
 
-// The expression's shape must equal the destination's, or its trailing dimensions (it is then repeated
-// over the leading ones), as on the CPU.
-template <class Destination, class E>
-void check_assignment_shape(const Destination& destination, const E& expression) {
-  constexpr std::size_t R = Destination::rank;
-  static_assert(E::rank <= R, "the expression has a higher rank than the destination: reshape one of them");
-  const auto shape = expression.shape();
-  bool fits = true;
-  for (std::size_t i = 0; i < E::rank; ++i) fits = fits && shape[i] == destination.shape()[R - E::rank + i];
-  PNN_CHECK(fits, ShapeError, "cannot assign an expression of shape ", format_extents<E::rank>(shape),
-            " to a tensor of shape ", format_extents<R>(destination.shape()));
-}
-
 template <class A>
 auto assignment_argument(const A& assignment) {
   using V = typename std::remove_cvref_t<decltype(assignment.destination)>::value_type;
@@ -224,7 +211,7 @@ struct Executor<cuda> {
     static_assert(std::is_same_v<typename E::device, cuda>,
                   "cannot assign an expression over another device to a cuda tensor: copy its operands with pnn::copy");
     static_assert(!std::is_const_v<T>, "cannot assign to a view of const elements");
-    cuda_detail::check_assignment_shape(destination, expression);
+    detail::check_assignment_shape(destination, expression);
     cuda_detail::launch_assign(destination.size(),
                                cuda_detail::AssignmentArgument<T, cuda_detail::kernel_form<E>>{
                                    destination.data(), cuda_detail::to_kernel(expression)});
@@ -241,7 +228,7 @@ struct Executor<cuda> {
       PNN_CHECK(a.destination.size() == full, ShapeError,
                 "evaluate(): fused assignments need destinations of equal size, got ", full, " and ",
                 a.destination.size());
-      cuda_detail::check_assignment_shape(a.destination, a.expression);
+      detail::check_assignment_shape(a.destination, a.expression);
     };
     (check(assignments), ...);
     cuda_detail::launch_assign(full, cuda_detail::assignment_argument(assignments)...);

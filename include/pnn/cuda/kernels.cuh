@@ -8,7 +8,6 @@
 // the results are deterministic (and where no multiplication is involved, equal to the CPU's bits).
 #pragma once
 
-#include <limits>
 
 #include "pnn/core/kernels.hpp"
 #include "pnn/core/tensor.hpp"
@@ -166,99 +165,75 @@ struct Launch {
   unsigned blocks;
 };
 
+// Launches kernel(arguments...) with one thread per element of `total`, on the stream of the device that
+// holds `memory`; nothing for no elements. Throws CudaError naming the kernel if the launch fails.
+template <class... Parameters, class... Arguments>
+void launch_over(const char* kernel_name, const void* memory, index total, void (*kernel)(Parameters...),
+                 Arguments... arguments) {
+  if (total == 0) return;
+  const Launch launch(memory, total);
+  kernel<<<launch.blocks, block_threads, 0, launch.stream>>>(arguments...);
+  check(cudaGetLastError(), detail::concat("launch of ", kernel_name).c_str(), __FILE__, __LINE__);
+}
+
 }  // inline namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
 template <class T>
 void im2col(TensorView<const T, 2, cuda> input, const ConvolutionGeometry& geometry, TensorView<T, 2, cuda> columns) {
-  detail::check_geometry(geometry, "im2col");
-  detail::check_rows(input, geometry.input_size(), columns, geometry.output_positions(), geometry.patch_size(),
-                     "im2col");
+  detail::check_im2col(input, geometry, columns);
   const index total = columns.size();
-  if (total == 0) return;
-  const cuda_detail::Launch launch(columns.data(), total);
-  cuda_detail::im2col_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
-      input.data(), geometry, total, columns.data());
-  PNN_CUDA_CHECK_LAUNCH("im2col_kernel");
+  cuda_detail::launch_over("im2col_kernel", columns.data(), total, cuda_detail::im2col_kernel<T>,
+                          input.data(), geometry, total, columns.data());
 }
 
 template <class T>
 void col2im(TensorView<const T, 2, cuda> columns, const ConvolutionGeometry& geometry,
             TensorView<T, 2, cuda> input_gradient) {
-  detail::check_geometry(geometry, "col2im");
-  detail::check_rows(input_gradient, geometry.input_size(), columns, geometry.output_positions(),
-                     geometry.patch_size(), "col2im");
+  detail::check_col2im(columns, geometry, input_gradient);
   const index total = input_gradient.size();
-  if (total == 0) return;
-  const cuda_detail::Launch launch(input_gradient.data(), total);
-  cuda_detail::col2im_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
-      columns.data(), geometry, total, input_gradient.data());
-  PNN_CUDA_CHECK_LAUNCH("col2im_kernel");
+  cuda_detail::launch_over("col2im_kernel", input_gradient.data(), total, cuda_detail::col2im_kernel<T>,
+                          columns.data(), geometry, total, input_gradient.data());
 }
 
 template <class T>
 void max_pool_forward(TensorView<const T, 2, cuda> input, const ConvolutionGeometry& geometry,
                       TensorView<T, 2, cuda> output, TensorView<SampleOffset, 2, cuda> argmax) {
-  detail::check_geometry(geometry, "max_pool_forward");
-  PNN_CHECK(geometry.padding == 0, ShapeError, "max_pool_forward: pooling windows are not padded");
-  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "max_pool_forward");
-  PNN_CHECK(argmax.shape() == output.shape(), ShapeError, "max_pool_forward: argmax has shape ",
-            format_extents<2>(argmax.shape()), ", the output ", format_extents<2>(output.shape()));
-  PNN_CHECK(geometry.input_size() <= std::numeric_limits<SampleOffset>::max(), ShapeError,
-            "max_pool_forward: samples of ", geometry.input_size(),
-            " elements are too large for 32-bit argmax offsets");
+  detail::check_max_pool_forward(input, geometry, output, argmax);
   const index total = output.size();
-  if (total == 0) return;
-  const cuda_detail::Launch launch(output.data(), total);
-  cuda_detail::max_pool_forward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
-      input.data(), geometry, total, output.data(), argmax.data());
-  PNN_CUDA_CHECK_LAUNCH("max_pool_forward_kernel");
+  cuda_detail::launch_over("max_pool_forward_kernel", output.data(), total, cuda_detail::max_pool_forward_kernel<T>,
+                          input.data(), geometry, total, output.data(), argmax.data());
 }
 
 template <class T>
 void max_pool_backward(TensorView<const T, 2, cuda> output_gradient, TensorView<const SampleOffset, 2, cuda> argmax,
                        const ConvolutionGeometry& geometry, TensorView<T, 2, cuda> input_gradient) {
-  detail::check_geometry(geometry, "max_pool_backward");
-  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
-                     "max_pool_backward");
-  PNN_CHECK(argmax.shape() == output_gradient.shape(), ShapeError, "max_pool_backward: argmax has shape ",
-            format_extents<2>(argmax.shape()), ", the output gradient ", format_extents<2>(output_gradient.shape()));
+  detail::check_max_pool_backward(output_gradient, argmax, geometry, input_gradient);
   const index total = input_gradient.size();
-  if (total == 0) return;
-  const cuda_detail::Launch launch(input_gradient.data(), total);
-  cuda_detail::max_pool_backward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
-      output_gradient.data(), argmax.data(), geometry, total, input_gradient.data());
-  PNN_CUDA_CHECK_LAUNCH("max_pool_backward_kernel");
+  cuda_detail::launch_over("max_pool_backward_kernel", input_gradient.data(), total,
+                          cuda_detail::max_pool_backward_kernel<T>, output_gradient.data(), argmax.data(),
+                          geometry, total, input_gradient.data());
 }
 
 template <class T>
 void avg_pool_forward(TensorView<const T, 2, cuda> input, const ConvolutionGeometry& geometry,
                       TensorView<T, 2, cuda> output) {
-  detail::check_geometry(geometry, "avg_pool_forward");
-  PNN_CHECK(geometry.padding == 0, ShapeError, "avg_pool_forward: pooling windows are not padded");
-  detail::check_rows(input, geometry.input_size(), output, 1, geometry.pooled_size(), "avg_pool_forward");
+  detail::check_pool_forward(input, geometry, output, "avg_pool_forward");
   const index total = output.size();
-  if (total == 0) return;
   const T scale = T(1) / static_cast<T>(geometry.kernel * geometry.kernel);
-  const cuda_detail::Launch launch(output.data(), total);
-  cuda_detail::avg_pool_forward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
-      input.data(), geometry, total, scale, output.data());
-  PNN_CUDA_CHECK_LAUNCH("avg_pool_forward_kernel");
+  cuda_detail::launch_over("avg_pool_forward_kernel", output.data(), total, cuda_detail::avg_pool_forward_kernel<T>,
+                          input.data(), geometry, total, scale, output.data());
 }
 
 template <class T>
 void avg_pool_backward(TensorView<const T, 2, cuda> output_gradient, const ConvolutionGeometry& geometry,
                        TensorView<T, 2, cuda> input_gradient) {
-  detail::check_geometry(geometry, "avg_pool_backward");
-  detail::check_rows(input_gradient, geometry.input_size(), output_gradient, 1, geometry.pooled_size(),
-                     "avg_pool_backward");
+  detail::check_pool_backward(output_gradient, geometry, input_gradient, "avg_pool_backward");
   const index total = input_gradient.size();
-  if (total == 0) return;
   const T scale = T(1) / static_cast<T>(geometry.kernel * geometry.kernel);
-  const cuda_detail::Launch launch(input_gradient.data(), total);
-  cuda_detail::avg_pool_backward_kernel<T><<<launch.blocks, cuda_detail::block_threads, 0, launch.stream>>>(
-      output_gradient.data(), geometry, total, scale, input_gradient.data());
-  PNN_CUDA_CHECK_LAUNCH("avg_pool_backward_kernel");
+  cuda_detail::launch_over("avg_pool_backward_kernel", input_gradient.data(), total,
+                          cuda_detail::avg_pool_backward_kernel<T>, output_gradient.data(), geometry, total,
+                          scale, input_gradient.data());
 }
 
 }  // namespace pnn

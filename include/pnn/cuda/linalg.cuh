@@ -76,12 +76,7 @@ void gemm(TensorView<const T, 2, cuda> a, TensorView<const T, 2, cuda> b, Tensor
           const GemmOptions& options = {}) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "gemm on cuda takes float or double matrices (cuBLAS's S and D products)");
-  const index m = options.transpose_a ? a.dim(1) : a.dim(0);
-  const index k = options.transpose_a ? a.dim(0) : a.dim(1);
-  const index kb = options.transpose_b ? b.dim(1) : b.dim(0);
-  const index n = options.transpose_b ? b.dim(0) : b.dim(1);
-  PNN_CHECK(k == kb && c.dim(0) == m && c.dim(1) == n, ShapeError, "gemm: op(A) is ", m, "x", k, ", op(B) is ", kb,
-            "x", n, " and C is ", c.dim(0), "x", c.dim(1));
+  const auto [m, n, k] = detail::gemm_shape(a, b, c, options);
   if (m == 0 || n == 0) return;
   if (k == 0) {  // no products: C = beta C, with beta 0 overwriting whatever C held (NaN included)
     if (options.beta == 0) DeviceTraits<cuda>::fill_zero(c.data(), sizeof(T) * static_cast<std::size_t>(c.size()));

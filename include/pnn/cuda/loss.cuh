@@ -61,10 +61,7 @@ template <class T>
 T softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorView<const std::int32_t, 1, cuda> labels,
                         TensorView<T, 2, cuda> gradient) {
   const index batch = logits.dim(0), classes = logits.dim(1);
-  PNN_CHECK(labels.size() == batch, ShapeError, "softmax cross-entropy: ", batch, " rows of logits but ",
-            labels.size(), " labels");
-  PNN_CHECK(!gradient || gradient.shape() == logits.shape(), ShapeError,
-            "softmax cross-entropy: the gradient's shape differs from the logits'");
+  detail::check_softmax_cross_entropy(logits, labels, gradient);
   if (batch == 0) return T(0);
   PNN_CHECK(batch < INT_MAX, ShapeError, "softmax cross-entropy on cuda: a batch of ", batch, " rows is too large");
   PNN_CHECK(classes > 0, ShapeError, "softmax cross-entropy: the logits have no classes");

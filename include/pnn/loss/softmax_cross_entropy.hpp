@@ -14,15 +14,24 @@
 
 namespace pnn {
 
+namespace detail {
+// The argument checks of every device's softmax_cross_entropy (this one and include/pnn/cuda/loss.cuh).
+template <class Logits, class Labels, class Gradient>
+void check_softmax_cross_entropy(const Logits& logits, const Labels& labels, const Gradient& gradient) {
+  const index batch = logits.dim(0);
+  PNN_CHECK(labels.size() == batch, ShapeError, "softmax cross-entropy: ", batch, " rows of logits but ",
+            labels.size(), " labels");
+  PNN_CHECK(!gradient || gradient.shape() == logits.shape(), ShapeError,
+            "softmax cross-entropy: the gradient's shape differs from the logits'");
+}
+}  // namespace detail
+
 // Mean softmax cross-entropy of a batch; writes its gradient into `gradient` unless that view is empty.
 template <class T>
 T softmax_cross_entropy(TensorView<const T, 2, cpu> logits, TensorView<const std::int32_t, 1, cpu> labels,
                         TensorView<T, 2, cpu> gradient) {
   const index batch = logits.dim(0), classes = logits.dim(1);
-  PNN_CHECK(labels.size() == batch, ShapeError, "softmax cross-entropy: ", batch, " rows of logits but ",
-            labels.size(), " labels");
-  PNN_CHECK(!gradient || gradient.shape() == logits.shape(), ShapeError,
-            "softmax cross-entropy: the gradient's shape differs from the logits'");
+  detail::check_softmax_cross_entropy(logits, labels, gradient);
   if (batch == 0) return T(0);
   double total = 0;
   const T scale = T(1) / static_cast<T>(batch);
