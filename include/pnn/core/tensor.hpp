@@ -71,9 +71,10 @@ class TensorView : public Expression<TensorView<T, Rank, D>> {
   explicit operator bool() const { return data_ != nullptr; }
   const TensorView& view() const { return *this; }
 
-  // Element access on the host (for the CPU device; tests and scalar code).
+  // Element access on the host: only for the CPU device (tests and scalar code). A device's elements are
+  // read by copying them to a host tensor.
   template <std::integral... I>
-    requires(sizeof...(I) == Rank)
+    requires(sizeof...(I) == Rank && std::is_same_v<D, cpu>)
   T& operator()(I... indices) const {
     const std::array<index, Rank> at{static_cast<index>(indices)...};
     index offset = 0;
@@ -83,7 +84,9 @@ class TensorView : public Expression<TensorView<T, Rank, D>> {
     }
     return data_[offset];
   }
-  T& operator[](index i) const {
+  T& operator[](index i) const
+    requires std::is_same_v<D, cpu>
+  {
     assert(i >= 0 && i < size());
     return data_[i];
   }
@@ -230,13 +233,17 @@ class Tensor : public Expression<Tensor<T, Rank, D>> {
   operator TensorView<const T, Rank, D>() const { return view(); }   // NOLINT
 
   template <std::integral... I>
-    requires(sizeof...(I) == Rank)
+    requires(sizeof...(I) == Rank && std::is_same_v<D, cpu>)
   T& operator()(I... indices) { return view()(indices...); }
   template <std::integral... I>
-    requires(sizeof...(I) == Rank)
+    requires(sizeof...(I) == Rank && std::is_same_v<D, cpu>)
   const T& operator()(I... indices) const { return view()(indices...); }
-  T& operator[](index i) { return view()[i]; }
-  const T& operator[](index i) const { return view()[i]; }
+  T& operator[](index i)
+    requires std::is_same_v<D, cpu>
+  { return view()[i]; }
+  const T& operator[](index i) const
+    requires std::is_same_v<D, cpu>
+  { return view()[i]; }
 
   template <std::size_t R2>
   TensorView<T, R2, D> reshape(const Extents<R2>& shape) { return view().reshape(shape); }

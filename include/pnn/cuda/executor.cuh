@@ -111,6 +111,10 @@ PNN_KERNEL void assign_kernel(index count, Assignments... assignments) {
   for (index i = global_thread(); i < count; i += grid_threads()) (assignments.run(i), ...);
 }
 
+// On the current device's stream, as reductions: an expression names no device, and asking each operand
+// which device holds it would cost a driver call per operand per launch. So a thread works on the
+// tensors of its current device; Distributed makes each rank's device current on the rank's thread.
+// (Launches that take one tensor, in kernels.cuh and linalg.cuh, follow that tensor's device.)
 template <class... Assignments>
 void launch_assign(index count, const Assignments&... assignments) {
   if (count == 0) return;

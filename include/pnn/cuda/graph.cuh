@@ -37,7 +37,8 @@
 // Hyper-parameters are baked into the graph: when optimizer.rule or cuda_settings().allow_tf32 differs
 // from what was captured, run() captures the step again (a learning-rate schedule costs one capture per
 // change). Replays do not call Optimizer::step on the host, so optimizer.steps() does not count them:
-// steps() here does.
+// steps() here does. optimizer.reset() is noticed too (its momentum buffers are freed): the next run()
+// steps eagerly and captures again.
 //
 // Lifetime and threads: the model and the optimiser must outlive the step and stay where they are (the
 // graph holds their device addresses). Between replays the model may be used eagerly, but not with a
@@ -285,9 +286,11 @@ class CudaGraphStep {
 
   // One training step on what the buffers hold: eagerly the first time (it sizes every buffer), then
   // captured once, then one graph launch per call. Never waits for the device, except while capturing.
+  // After optimizer.reset() the optimiser's state (momentum) is gone and the graph's addresses with it:
+  // the step then runs eagerly again, which allocates the new state outside the graph, and is recaptured.
   void run() {
     const cuda_detail::DeviceGuard guard(device_);
-    if (!executable_) {
+    if (!executable_ || optimizer_.steps() == 0) {
       enqueue_step();
       ++steps_;
       capture();

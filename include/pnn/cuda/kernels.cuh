@@ -5,7 +5,8 @@
 // One thread per output element, grid-stride, 64-bit indices. The backward kernels (col2im, pooling
 // backward) GATHER: each input element adds the contributions of the windows that contain it, in the
 // order of those windows (row by row), which is the order the CPU kernels add them in. No atomics, so
-// the results are deterministic (and where no multiplication is involved, equal to the CPU's bits).
+// the results are deterministic run to run. They can differ from the CPU's in the last bit: nvcc fuses
+// average pooling's multiply-add into an FMA, and a -0 gradient comes back +0 (the sums start at 0).
 #pragma once
 
 

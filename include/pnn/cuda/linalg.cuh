@@ -116,8 +116,9 @@ inline constexpr int column_sum_lanes = 8;     // per block: threads down the ro
 // lane, lane + 8, ... of the chunk; the 8 lanes are then added in order. With one chunk the sum goes
 // straight into destination; otherwise into partials[chunk][column].
 template <class T>
-PNN_KERNEL void column_sums_kernel(const T* matrix, index rows, index columns, index rows_per_chunk, T* partials,
-                                   T* destination) {
+PNN_KERNEL_WITH_BLOCK(column_sum_columns * column_sum_lanes)
+void column_sums_kernel(const T* matrix, index rows, index columns, index rows_per_chunk, T* partials,
+                        T* destination) {
   __shared__ T lanes[column_sum_lanes][column_sum_columns];
   const index column = static_cast<index>(blockIdx.x) * column_sum_columns + threadIdx.x;
   const index begin = static_cast<index>(blockIdx.y) * rows_per_chunk;

@@ -117,12 +117,9 @@ void copy(TensorView<const T, R, cpu> source, TensorView<T, R, cuda> destination
   if (bytes == 0) return;
   PNN_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), bytes, cudaMemcpyHostToDevice,
                                  cuda_stream(cuda_detail::device_of(destination.data()))));
-  // From pageable memory the runtime has staged the data by now, but from page-locked memory the copy
-  // is truly asynchronous: wait for it, so the caller may reuse its buffer in either case.
-  cudaPointerAttributes attributes{};
-  PNN_CUDA_CHECK(cudaPointerGetAttributes(&attributes, source.data()));
-  if (attributes.type == cudaMemoryTypeHost)
-    PNN_CUDA_CHECK(cudaStreamSynchronize(cuda_stream(cuda_detail::device_of(destination.data()))));
+  // From page-locked or managed memory the copy is truly asynchronous, and from pageable memory CUDA
+  // promises only that it "might be synchronous": wait for it, so the caller may reuse its buffer.
+  PNN_CUDA_CHECK(cudaStreamSynchronize(cuda_stream(cuda_detail::device_of(destination.data()))));
 }
 
 // Device to host. A synchronisation point: returns when the data is in host memory.

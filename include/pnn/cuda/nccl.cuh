@@ -14,19 +14,24 @@
 // overlaps the backward pass still running on the compute stream. Its Request's wait() makes the compute
 // stream wait for it (no host synchronisation); ready() asks whether it has finished.
 //
-// Point to point. NCCL matches sends and receives by their order, not by tags, and a send blocks on the
-// GPU until the peer receives. Messages to higher ranks and to lower ranks travel on separate NCCL
+// Point to point. NCCL matches sends and receives by their order, not by tags, and a send may block on
+// the GPU until the peer receives. Messages to higher ranks and to lower ranks travel on separate NCCL
 // communicators and streams, so a pipeline stage's activations going up and gradients coming down never
-// wait behind one another (one queue for both deadlocks under 1F1B). Each message is preceded by a small
-// header (tag, element count) that the receiver checks, so a mismatch is an error, not a silent misread.
+// wait behind one another (one queue for both deadlocks under 1F1B). For the same reason the compute
+// stream never waits for a send: send() sends a copy of the data, which lives until the host has seen
+// the send complete (a compute stream that waited for its sends would, under 1F1B, wait for a peer that
+// waits for it). Each message is preceded by a small header (tag, element count) that the receiver
+// checks, so a mismatch is an error, not a silent misread.
 //
 // Timeouts and failures. NCCL itself never times out. Every operation that waits on the host (the
-// synchronous ones and receive) polls its completion event together with ncclCommGetAsyncError and the
-// group's failure flag, until CommunicatorOptions::timeout: then, or on an NCCL error, or when another
-// rank of the group failed, it aborts its NCCL communicators (ncclCommAbort, which also ends kernels
-// stuck waiting for a peer) and throws CommunicationError naming the rank and the operation. Reductions
-// started with all_reduce_async are checked at the next waiting operation (DataParallel ends every step
-// with one: the loss all-reduce).
+// synchronous ones, receive, and those on host data) polls its completion event together with
+// ncclCommGetAsyncError and the group's failure flag, until CommunicatorOptions::timeout: then, or on an
+// NCCL error, or when another rank of the group failed, it aborts its NCCL communicators (ncclCommAbort,
+// which also ends kernels stuck waiting for a peer) and throws CommunicationError naming the rank and the
+// operation. No operation blocks the host any other way: host data moves through page-locked memory on
+// the NCCL stream, never through a copy that synchronises the compute stream, which may be waiting on a
+// peer. Reductions started with all_reduce_async are checked at the next waiting operation (DataParallel
+// ends every step with one: the loss all-reduce).
 #pragma once
 
 #include <nccl.h>
@@ -35,6 +40,8 @@
 #include <chrono>
 #include <functional>
 #include <cstdint>
+#include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -90,6 +97,14 @@ inline Event record_event(cudaStream_t stream) {
   PNN_CUDA_CHECK(cudaEventRecord(event, stream));
   return owned;
 }
+
+inline namespace PNN_CUDA_ABI_TAG {
+// A message's header, written on the device so that sending never waits on a host-to-device copy.
+PNN_KERNEL_WITH_BLOCK(1) void write_message_header(std::int64_t* header, std::int64_t tag, std::int64_t count) {
+  header[0] = tag;
+  header[1] = count;
+}
+}  // inline namespace PNN_CUDA_ABI_TAG
 
 // What the ranks of one in-process group share: whether one of them failed, and why.
 class NcclGroupState {
@@ -226,9 +241,14 @@ class Nccl {
   // ----- the same on host data (hashes, loss values): staged through the device ------------------------
   template <class T>
   void all_reduce(TensorView<T, 1, cpu> data) {
-    Tensor<T, 1, cuda> staged = stage(data);
-    all_reduce(staged.view());
-    copy(TensorView<const T, 1, cuda>(staged.view()), data);
+    const std::string description = describe<T>("all_reduce", data.size());
+    Scope scope(*this, description);
+    check_order(description);
+    through_device(data, description, [&](T* staged, cudaStream_t stream) {
+      call(ncclAllReduce(staged, staged, static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(), ncclSum,
+                         state_->comms[collectives], stream),
+           description);
+    });
   }
   template <class T>
   void all_reduce_mean(TensorView<T, 1, cpu> data, double weight) {
@@ -238,9 +258,15 @@ class Nccl {
   }
   template <class T>
   void broadcast(TensorView<T, 1, cpu> data, int root) {
-    Tensor<T, 1, cuda> staged = stage(data);
-    broadcast(staged.view(), root);
-    copy(TensorView<const T, 1, cuda>(staged.view()), data);
+    check_peer(root, "broadcast");
+    const std::string description = describe<T>("broadcast", data.size(), root);
+    Scope scope(*this, description);
+    check_order(description);
+    through_device(data, description, [&](T* staged, cudaStream_t stream) {
+      call(ncclBroadcast(staged, staged, static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(), root,
+                         state_->comms[collectives], stream),
+           description);
+    });
   }
 
   void barrier() {
@@ -249,7 +275,8 @@ class Nccl {
   }
 
   // ----- point to point ------------------------------------------------------------------------------
-  // Returns once the send is enqueued; the compute stream will not overwrite `data` before it is sent.
+  // Returns once the send is enqueued. It sends a copy of `data`, taken in stream order, so the caller
+  // may overwrite or free `data` at once, and the compute stream does not wait for the peer.
   template <class T>
   void send(TensorView<const T, 1, cuda> data, int destination, int tag) {
     check_peer(destination, "send");
@@ -260,17 +287,20 @@ class Nccl {
     const int channel = destination > rank() ? upward : downward;
     cudaStream_t stream = state_->streams[static_cast<std::size_t>(channel)];
     ncclComm_t comm = state_->comms[static_cast<std::size_t>(channel)];
-    Tensor<std::int64_t, 1> header_host({2}, {tag, data.size()});
-    Tensor<std::int64_t, 1, cuda> header(Extents<1>{2});
-    copy(TensorView<const std::int64_t, 1>(header_host.view()), header.view());
-    follow_compute(stream);  // after the header copy and the data's producers
-    call(ncclSend(header.data(), 2, ncclInt64, destination, comm, stream), description);
+    state_->release_completed_sends();
+    // The message (header and copy) is written on the compute stream, after the data's producers.
+    auto message = std::make_shared<OutgoingMessage<T>>(data.shape());
+    cuda_detail::write_message_header<<<1, 1, 0, cuda_stream(state_->device)>>>(message->header.data(), tag,
+                                                                               data.size());
+    PNN_CUDA_CHECK_LAUNCH("write_message_header");
+    copy(data, message->payload.view());
+    follow_compute(stream);
+    call(ncclSend(message->header.data(), 2, ncclInt64, destination, comm, stream), description);
     if (data.size() > 0)
-      call(ncclSend(data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
+      call(ncclSend(message->payload.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
                     destination, comm, stream),
            description);
-    // The compute stream waits for the send before it may overwrite the data (or free the header).
-    PNN_CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(state_->device), cuda_detail::record_event(stream).get(), 0));
+    state_->sends_in_flight.push_back({std::move(message), cuda_detail::record_event(stream)});
   }
 
   // Returns when the message has arrived (waiting at most the timeout).
@@ -287,9 +317,9 @@ class Nccl {
     Tensor<std::int64_t, 1, cuda> header(Extents<1>{2});
     follow_compute(stream);  // the header's allocation, and earlier readers of `data`
     call(ncclRecv(header.data(), 2, ncclInt64, source, comm, stream), description);
+    auto* header_host = static_cast<std::int64_t*>(state_->page_locked(sizeof(std::int64_t) * 2));
+    PNN_CUDA_CHECK(cudaMemcpyAsync(header_host, header.data(), sizeof(std::int64_t) * 2, cudaMemcpyDeviceToHost, stream));
     wait_on_host(cuda_detail::record_event(stream), description);
-    Tensor<std::int64_t, 1> header_host(Extents<1>{2});
-    copy(TensorView<const std::int64_t, 1, cuda>(header.view()), header_host.view());
     PNN_CHECK(header_host[0] == tag && header_host[1] == data.size(), CommunicationError,
               fail_message(detail::concat("rank ", rank(), " expected ", data.size(), " ",
                                           cuda_detail::nccl_type_name<T>(), "s with tag ", tag, " from rank ", source,
@@ -345,6 +375,36 @@ class Nccl {
     std::shared_ptr<cuda_detail::NcclGroupState> group;
     bool communicators_aborted = false;
     std::uint64_t sequence = 0;
+    // Messages sent and not yet seen complete, kept alive until they are (send()).
+    struct SendInFlight {
+      std::shared_ptr<void> message;
+      cuda_detail::Event done;
+    };
+    std::deque<SendInFlight> sends_in_flight;
+    // Page-locked host memory through which host data reaches the NCCL streams (grown on demand); used
+    // only by operations that wait for it before they return.
+    void* page_locked_memory = nullptr;
+    std::size_t page_locked_bytes = 0;
+
+    void* page_locked(std::size_t bytes) {
+      if (bytes > page_locked_bytes) {
+        if (page_locked_memory) PNN_CUDA_CHECK(cudaFreeHost(page_locked_memory));
+        page_locked_memory = nullptr;
+        page_locked_bytes = 0;
+        PNN_CUDA_CHECK(cudaMallocHost(&page_locked_memory, bytes));
+        page_locked_bytes = bytes;
+      }
+      return page_locked_memory;
+    }
+
+    void release_completed_sends() {
+      while (!sends_in_flight.empty()) {
+        const cudaError_t status = cudaEventQuery(sends_in_flight.front().done.get());
+        if (status == cudaErrorNotReady) return;
+        PNN_CUDA_CHECK(status);
+        sends_in_flight.pop_front();
+      }
+    }
 
     void abort_communicators() noexcept {
       if (communicators_aborted) return;
@@ -373,6 +433,10 @@ class Nccl {
         if (!communicators_aborted)
           for (ncclComm_t comm : comms)
             if (comm) (void)ncclCommDestroy(comm);
+        // Idle, or aborted (which ends the NCCL kernels): nothing reads the sent copies any more.
+        sends_in_flight.clear();
+        if (page_locked_memory) cuda_detail::report(cudaFreeHost(page_locked_memory), "cudaFreeHost");
+        page_locked_memory = nullptr;
         for (cudaStream_t stream : streams)
           if (stream) cuda_detail::report(cudaStreamDestroy(stream), "cudaStreamDestroy");
       } catch (...) {
@@ -483,12 +547,30 @@ class Nccl {
     return total[0];
   }
 
+  // A message on its way: its header and a copy of its data, in device memory.
   template <class T>
-  Tensor<T, 1, cuda> stage(TensorView<T, 1, cpu> data) {
-    cuda_detail::DeviceGuard guard(state_->device);
+  struct OutgoingMessage {
+    explicit OutgoingMessage(Extents<1> shape) : payload(shape) {}
+    Tensor<std::int64_t, 1, cuda> header{Extents<1>{2}};
+    Tensor<T, 1, cuda> payload;
+  };
+
+  // Runs operation(device copy of data, collectives stream) on host data: in through page-locked memory,
+  // out the same way, waiting (with the timeout) on the host. The caller has entered a Scope.
+  template <class T, class Operation>
+  void through_device(TensorView<T, 1, cpu> data, const std::string& description, Operation&& operation) {
+    if (data.size() == 0) return;
+    const std::size_t bytes = sizeof(T) * static_cast<std::size_t>(data.size());
+    void* host = state_->page_locked(bytes);
+    std::memcpy(host, data.data(), bytes);
     Tensor<T, 1, cuda> staged(data.shape());
-    copy(TensorView<const T, 1, cpu>(data), staged.view());
-    return staged;
+    cudaStream_t stream = state_->streams[collectives];
+    follow_compute(stream);  // the staging buffer's allocation
+    PNN_CUDA_CHECK(cudaMemcpyAsync(staged.data(), host, bytes, cudaMemcpyHostToDevice, stream));
+    operation(staged.data(), stream);
+    PNN_CUDA_CHECK(cudaMemcpyAsync(host, staged.data(), bytes, cudaMemcpyDeviceToHost, stream));
+    finish(cuda_detail::record_event(stream), description);  // then the compute stream may free `staged`
+    std::memcpy(data.data(), host, bytes);
   }
 
   // With check_collective_order: every rank contributes a hash of its operation's description; the
@@ -498,13 +580,10 @@ class Nccl {
     if (!state_->options.check_collective_order) return;
     const double hash = static_cast<double>(std::hash<std::string>{}(description) >> 11);  // exact in a double
     Tensor<double, 1> extremes({2}, {hash, -hash});
-    Tensor<double, 1, cuda> staged = stage(extremes.view());
-    cudaStream_t stream = state_->streams[collectives];
-    follow_compute(stream);
-    call(ncclAllReduce(staged.data(), staged.data(), 2, ncclFloat64, ncclMax, state_->comms[collectives], stream),
-         "collective order check");
-    finish(cuda_detail::record_event(stream), "collective order check");
-    copy(TensorView<const double, 1, cuda>(staged.view()), extremes.view());
+    through_device(extremes.view(), "collective order check", [&](double* staged, cudaStream_t stream) {
+      call(ncclAllReduce(staged, staged, 2, ncclFloat64, ncclMax, state_->comms[collectives], stream),
+           "collective order check");
+    });
     if (extremes[0] != -extremes[1])
       throw_failure(detail::concat("collective mismatch at collective #", sequence, ": rank ", rank(), " called ",
                                    description, " but another rank called a different operation"));

@@ -41,13 +41,19 @@ class NcclMpi : public Nccl {
     MPI_Comm node = MPI_COMM_NULL;
     PNN_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node) == MPI_SUCCESS,
               CommunicationError, "NcclMpi: MPI_Comm_split_type failed on rank ", rank);
-    int node_rank = 0;
+    int node_rank = 0, node_size = 1;
     MPI_Comm_rank(node, &node_rank);
+    MPI_Comm_size(node, &node_size);
     MPI_Comm_free(&node);
     std::string reason;
     const int devices = cuda_device_count(&reason);
     PNN_CHECK(devices > 0, CudaError, "NcclMpi: rank ", rank, " sees no CUDA device (", reason, ")");
-    const int device = node_rank % devices;
+    // NCCL refuses two ranks of one communicator on the same GPU, and would say so only from inside
+    // ncclCommInitRank, as "invalid usage".
+    PNN_CHECK(node_size <= devices, ArgumentError, "NcclMpi: ", node_size, " ranks run on rank ", rank,
+              "'s node but it has ", devices, " GPUs; NCCL runs one rank per GPU (start at most ", devices,
+              " processes per node)");
+    const int device = node_rank;
     PNN_CUDA_CHECK(cudaSetDevice(device));
 
     std::array<ncclUniqueId, channel_count> ids{};

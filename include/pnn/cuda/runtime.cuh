@@ -49,7 +49,11 @@
 #define PNN_CUDA_ABI_TAG PNN_CUDA_ABI_JOIN(PNN_CUDA_BLOCK_THREADS, PNN_CUDA_REDUCTION_BLOCKS)
 
 // Every pnn kernel: hidden, so a shared library built with pnn does not export (and clash over) them.
-#define PNN_KERNEL __global__ __attribute__((visibility("hidden")))
+// PNN_KERNEL_WITH_BLOCK(threads) also tells ptxas the largest block the kernel is launched with, so it
+// keeps registers under 65536 / threads (max-pool backward takes 80 per thread unbounded, which would
+// fail to launch in blocks of 1024). PNN_KERNEL is for kernels launched with block_threads.
+#define PNN_KERNEL_WITH_BLOCK(threads) __global__ __launch_bounds__(threads) __attribute__((visibility("hidden")))
+#define PNN_KERNEL PNN_KERNEL_WITH_BLOCK(PNN_CUDA_BLOCK_THREADS)
 
 // PNN_CUDA_CHECK(cudaCall(...)): throws pnn::CudaError naming the call, CUDA's reason, and file:line.
 #define PNN_CUDA_CHECK(call) ::pnn::cuda_detail::check((call), #call, __FILE__, __LINE__)
@@ -102,7 +106,10 @@ inline void check(cudaError_t status, const char* call, const char* file, int li
 inline void report(cudaError_t status, const char* call) noexcept {
   if (status == cudaSuccess) return;
   (void)cudaGetLastError();  // as in check(): not to be reported again by the next launch check
-  if (status == cudaErrorCudartUnloading || status == cudaErrorContextIsDestroyed) return;
+  // At exit, the runtime may already be gone; in a failed capture, frees join it and fail with it.
+  if (status == cudaErrorCudartUnloading || status == cudaErrorContextIsDestroyed ||
+      status == cudaErrorStreamCaptureInvalidated)
+    return;
   std::fprintf(stderr, "pnn: %s failed: %s\n", call, cudaGetErrorString(status));
 }
 
@@ -184,7 +191,9 @@ inline cudaStream_t capturing_stream() noexcept {
     (void)cudaGetLastError();
     return nullptr;
   }
-  return status == cudaStreamCaptureStatusActive ? stream : nullptr;
+  // An invalidated capture still counts: its graph allocations have no pointer attributes either, and
+  // the step's locals free them while the failed capture unwinds.
+  return status != cudaStreamCaptureStatusNone ? stream : nullptr;
 }
 
 // The device that holds `memory` (allocated by pnn, or any device pointer).

@@ -216,10 +216,11 @@ class Distributed {
   T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
                Optimizer<Rule, T, D>& optimizer, const LossFunction& loss = {}) {
     T result{};
-    each("train_step", [&](Worker& worker, bool reporting) {
-      auto local_inputs = on_this_rank(inputs);
-      auto local_targets = on_this_rank(targets);
-      const T value = worker.train_step(local_inputs.view(), local_targets.view(), optimizer.rule, loss);
+    const auto local_inputs = for_each_rank(inputs);
+    const auto local_targets = for_each_rank(targets);
+    each("train_step", [&](Worker& worker, int local, bool reporting) {
+      const T value = worker.train_step(local_inputs[local]->view(), local_targets[local]->view(), optimizer.rule,
+                                        loss);
       if (reporting) result = value;
     });
     return result;
@@ -228,9 +229,9 @@ class Distributed {
   // Outputs for the inputs, without dropout or batch statistics.
   TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
     TensorView<const T, 2, D> result;
-    each("predict", [&](Worker& worker, bool reporting) {
-      auto local_inputs = on_this_rank(inputs);
-      const auto output = worker.predict(local_inputs.view());
+    const auto local_inputs = for_each_rank(inputs);
+    each("predict", [&](Worker& worker, int local, bool reporting) {
+      const auto output = worker.predict(local_inputs[local]->view());
       if (reporting) result.rebind(output);
     });
     return result;
@@ -239,7 +240,7 @@ class Distributed {
   // The whole model with the current weights (collective: every MPI rank must call it).
   Model gathered() {
     Model whole(seed_);
-    each("gather", [&](Worker& worker, bool reporting) {
+    each("gather", [&](Worker& worker, int, bool reporting) {
       if (reporting) {
         worker.gather(whole);
       } else {
@@ -259,7 +260,7 @@ class Distributed {
   void load(const std::filesystem::path& path) {
     Model whole(seed_);
     whole.load(path);
-    each("load", [&](Worker& worker, bool) { worker.scatter(whole); });
+    each("load", [&](Worker& worker, int, bool) { worker.scatter(whole); });
   }
 
   // True on the rank that prints and writes files (rank 0 with Mpi; always with Local).
@@ -293,15 +294,31 @@ class Distributed {
   }
 
  private:
-  // Runs job(worker, reporting) on every rank of this process. `reporting` marks the rank whose results
-  // this process returns: rank 0 of an in-process group, or this process's own rank with Mpi.
+  // Runs job(worker, local, reporting) on every rank of this process; `local` numbers the ranks of this
+  // process from 0. `reporting` marks the rank whose results this process returns: rank 0 of an
+  // in-process group, or this process's own rank with Mpi.
   template <class Job>
   void each(const char* operation, Job&& job) {
     if constexpr (threads) {
-      ranks_->run(operation, [&](Worker& worker, int rank) { job(worker, rank == 0); });
+      ranks_->run(operation, [&](Worker& worker, int rank) { job(worker, rank, rank == 0); });
     } else {
-      guard(operation, [&] { job(*worker_, true); });
+      guard(operation, [&] { job(*worker_, 0, true); });
     }
+  }
+
+  // on_this_rank(data) for every rank of this process, indexed by `local`. The copies to the ranks'
+  // devices are made in a pass of their own, before any rank enqueues the operation's work: a copy
+  // between devices orders the source's stream (the caller's device, which is rank 0's) after it, and
+  // once rank 0 has enqueued a wait on communication with a rank, that rank's copy would wait on itself.
+  template <class V>
+  auto for_each_rank(const V& data) {
+    std::vector<std::optional<decltype(on_this_rank(data))>> copies(threads ? static_cast<std::size_t>(ranks()) : 1);
+    if constexpr (threads && !std::is_same_v<D, cpu>)
+      ranks_->run("copying the batch to each rank's device",
+                  [&](Worker&, int rank) { copies[static_cast<std::size_t>(rank)].emplace(on_this_rank(data)); });
+    else
+      for (auto& copy : copies) copy.emplace(on_this_rank(data));
+    return copies;
   }
 
   // The caller's data as a rank thread may use it: on the cpu (and with one process per rank) the data

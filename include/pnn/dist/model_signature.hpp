@@ -30,13 +30,23 @@ std::uint64_t architecture_hash(const Model& model) {
   return fnv1a(text.data(), text.size());
 }
 
+// The bytes of a vector of values, hashed where they can be read: on the host, so a device's values are
+// copied there first (through the copy its headers define).
+template <class T, class D>
+std::uint64_t fnv1a(TensorView<const T, 1, D> values, std::uint64_t hash) {
+  if constexpr (std::is_same_v<D, cpu>) {
+    return fnv1a(values.data(), sizeof(T) * static_cast<std::size_t>(values.size()), hash);
+  } else {
+    Tensor<T, 1> host(values.shape());
+    copy(values, host.view());
+    return fnv1a(TensorView<const T, 1>(host.view()), hash);
+  }
+}
+
 // The model's parameter and buffer values, bit for bit.
 template <class Model>
 std::uint64_t value_hash(const Model& model) {
-  const auto values = model.parameter_values();
-  const auto buffers = model.buffer_values();
-  std::uint64_t hash = fnv1a(values.data(), sizeof(*values.data()) * static_cast<std::size_t>(values.size()));
-  return fnv1a(buffers.data(), sizeof(*buffers.data()) * static_cast<std::size_t>(buffers.size()), hash);
+  return fnv1a(model.buffer_values(), fnv1a(model.parameter_values(), 1469598103934665603ULL));
 }
 
 // Every rank contributes a hash; throws on every rank, naming the first rank that differs from rank 0.
