@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -137,7 +138,9 @@ class Json {
     return raw(key, "\"" + escaped + "\"");
   }
   Json& add(const std::string& key, const char* value) { return add(key, std::string(value)); }
+  // NaN and infinities have no JSON spelling: they are written null, which readers take as "not finite".
   Json& add(const std::string& key, double value) {
+    if (!std::isfinite(value)) return raw(key, "null");
     char buffer[64];
     std::snprintf(buffer, sizeof buffer, "%.6g", value);
     return raw(key, buffer);

@@ -14,9 +14,11 @@
 # Eigen's headers, not the whole Meson configuration (the GPU machines have no package registry). Eigen is
 # looked for in $EIGEN3_INCLUDE_DIR, /usr/include/eigen3, /usr/local/include/eigen3 and .deps/eigen3 (a
 # copy of /usr/include/eigen3 travels there when it is missing on the GPU machine). The flags are those of
-# meson.build's cuda_args: sm_$PNN_GPU_ARCH (default 90, H100/H200) plus its PTX.
+# meson.build's cuda_args: sm_$PNN_GPU_ARCH (default 90, H100/H200) plus its PTX, and line information
+# for compute-sanitizer's reports.
 # The Python is $PNN_PYTHON, else the first of python3, /usr/bin/python3 whose torch sees a GPU; without
-# one, PyTorch's side is skipped and said so.
+# one, PyTorch's side is skipped and said so. cuBLAS comes from the toolkit, else from that Python's pip
+# wheels (bench/gpu/cuda_libraries.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -56,7 +58,7 @@ else
     exit 1
   fi
   arch=${PNN_GPU_ARCH:-90}
-  flags=(-std=c++20 -O3 -DNDEBUG -gencode "arch=compute_$arch,code=[sm_$arch,compute_$arch]"
+  flags=(-std=c++20 -O3 -DNDEBUG -gencode "arch=compute_$arch,code=[sm_$arch,compute_$arch]" -lineinfo
          --expt-relaxed-constexpr -diag-suppress=20012,20013,20014,20015,186,1675 -Iinclude -isystem "$eigen")
   mkdir -p "$build"
   echo "run.sh: building ${programs[*]} into $build ($(nvcc --version | tail -1))" >&2
@@ -86,12 +88,8 @@ for candidate in "${PNN_PYTHON:-}" python3 /usr/bin/python3; do
     python=$(command -v "$candidate"); break
   fi
 done
-# cuBLAS for the programs: the toolkit's, else the one the GPU's torch brings (pip's nvidia-cublas).
-export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64"
-if [ -n "$python" ]; then
-  wheel_cublas=$("$python" -c 'import os, nvidia.cublas as c; print(os.path.join(list(c.__path__)[0], "lib"))' 2>/dev/null || true)
-  [ -n "$wheel_cublas" ] && [ -d "$wheel_cublas" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$wheel_cublas"
-fi
+source bench/gpu/cuda_libraries.sh
+use_cuda_libraries "${python:-python3}" "${programs[@]/#/$bin/}" || exit 1
 driver=$(command -v python3 || echo /usr/bin/python3)
 if [ -z "$python" ]; then
   echo "run.sh: no Python with a CUDA-enabled torch found (set PNN_PYTHON): PyTorch's side is skipped" >&2

@@ -9,7 +9,8 @@
 //               batch's copy into the step's buffers included)
 //
 // and, per (model, batch), a "check" line: the weights after a few steps of graph replays (and of the
-// uncaptured path) against model.train_step's from the same seed and batches, which must agree.
+// uncaptured path) against model.train_step's from the same seed and batches, which must agree, and how
+// often the graph was captured (once). bench/gpu/compare.py judges both.
 //
 //   build-gpu/step_time [--models mlp,cnn] [--batches 64,512] [--modes eager,uncaptured,graph]
 //                       [--steps 200] [--warmup 20] [--check-steps 5] [--tf32]
@@ -18,6 +19,7 @@
 // in [0, 10), copied to the device before timing; step i trains on batch i mod staged. SGD lr 0.05,
 // momentum 0.9, softmax cross-entropy, as bench/gpu/pytorch_gpu.py. Times are per step: the median of
 // CUDA-event intervals (median_ms), and the host clock over all timed steps (wall_ms).
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -74,9 +76,13 @@ std::vector<float> host_weights(const Model& model) {
   return {host.data(), host.data() + host.size()};
 }
 
+// The largest |a[i] - b[i]|; a NaN on either side counts as infinitely far (std::max would drop it).
 double max_difference(const std::vector<float>& a, const std::vector<float>& b) {
   double most = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) most = std::max(most, static_cast<double>(std::abs(a[i] - b[i])));
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double difference = std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+    most = std::max(most, std::isnan(difference) ? INFINITY : difference);
+  }
   return most;
 }
 
@@ -106,6 +112,7 @@ void check(const char* name, pnn::index batch, const Staged& data, long steps) {
       .add("max_abs_difference_graph", max_difference(reference, host_weights(graph_model)))
       .add("max_abs_difference_uncaptured", max_difference(reference, host_weights(uncaptured_model)))
       .add("graph_nodes", graph.graph_nodes())
+      .add("graph_captures", static_cast<long>(graph.captures()))
       .print();
 }
 

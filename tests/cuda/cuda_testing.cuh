@@ -3,27 +3,54 @@
 // the cpu one.
 //
 // Every test case that touches a GPU carries `* needs_gpu()` (or `* needs_gpus(n)`): without a device
-// doctest reports it as skipped, never as passed, and the program prints once why.
+// doctest reports it as skipped, never as passed, and the program prints once why. Skipping is only for
+// machines without a GPU: where a CUDA driver is installed, or PNN_REQUIRE_GPU is set (to anything but 0),
+// a missing device is a broken setup, and the program fails at once naming the reason instead of passing
+// with every GPU case skipped. PNN_REQUIRE_GPU=0 lets a machine with a driver but no device skip.
 #pragma once
 
+#include <cuda_runtime.h>
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <pnn/cuda/cuda.hpp>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace pnn::testing {
 
-// The CUDA devices this process sees. The first call prints the reason when there are none.
+// The CUDA devices this process sees. The first call (made while the test cases register, before main)
+// prints the reason when there are none, or ends the program when there should be one.
 inline int gpu_count() {
   static const int count = [] {
     std::string reason;
     const int found = cuda_device_count(&reason);
-    if (found == 0) std::printf("[pnn] no CUDA device: %s; the GPU test cases are skipped\n", reason.c_str());
-    return found;
+    if (found > 0) return found;
+    const char* required = std::getenv("PNN_REQUIRE_GPU");
+    const bool skipping_allowed = required != nullptr && std::string_view(required) == "0";
+    const bool gpu_required = required != nullptr && *required != '\0' && !skipping_allowed;
+    int driver = 0;  // stays 0 without a driver
+    (void)cudaDriverGetVersion(&driver);
+    if (gpu_required || (driver > 0 && !skipping_allowed)) {
+      if (gpu_required)
+        std::fprintf(stderr,
+                     "[pnn] PNN_REQUIRE_GPU=%s, but no CUDA device is usable (%s): failing instead of skipping the "
+                     "GPU test cases\n",
+                     required, reason.c_str());
+      else
+        std::fprintf(stderr,
+                     "[pnn] CUDA driver %d.%d is installed, but no CUDA device is usable (%s): failing instead of "
+                     "skipping the GPU test cases (PNN_REQUIRE_GPU=0 skips them)\n",
+                     driver / 1000, (driver % 1000) / 10, reason.c_str());
+      std::exit(EXIT_FAILURE);
+    }
+    std::printf("[pnn] no CUDA device: %s; the GPU test cases are skipped\n", reason.c_str());
+    return 0;
   }();
   return count;
 }

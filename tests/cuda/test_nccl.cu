@@ -18,7 +18,9 @@ namespace {
 
 // Runs body(communicator) on one thread per rank, each with its GPU current; returns each rank's error
 // message (empty when it succeeded). doctest's assertions are not thread-safe, so bodies report through
-// their return value and the checks run afterwards on this thread.
+// their return value and the checks run afterwards on this thread. A rank that fails aborts the group:
+// its peers, waiting for an operation it will never join, stop at once with its message instead of
+// after the group's timeout (two minutes).
 template <class Body>
 std::vector<std::string> on_every_rank(std::vector<Nccl>& ranks, Body body) {
   std::vector<std::string> errors(ranks.size());
@@ -31,6 +33,7 @@ std::vector<std::string> on_every_rank(std::vector<Nccl>& ranks, Body body) {
       } catch (const std::exception& error) {
         errors[r] = error.what();
       }
+      if (!errors[r].empty()) ranks[r].abort(detail::concat("rank ", r, " failed: ", errors[r]));
     });
   for (auto& thread : threads) thread.join();
   return errors;

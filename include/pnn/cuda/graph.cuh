@@ -285,7 +285,8 @@ class CudaGraphStep {
   }
 
   // One training step on what the buffers hold: eagerly the first time (it sizes every buffer), then
-  // captured once, then one graph launch per call. Never waits for the device, except while capturing.
+  // captured once, then one graph launch per call. Never waits for the device, except while capturing
+  // (run() with host views does: copying from the host waits until the host buffer may be reused).
   // After optimizer.reset() the optimiser's state (momentum) is gone and the graph's addresses with it:
   // the step then runs eagerly again, which allocates the new state outside the graph, and is recaptured.
   void run() {

@@ -364,6 +364,9 @@ class Nccl {
     state_->group = std::move(setup.group);
     cuda_detail::DeviceGuard guard(setup.device);
     for (auto& stream : state_->streams) PNN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    // Enough for headers, hashes and losses, so that it need not grow (cudaFreeHost may synchronise the
+    // device) while a send waits for its peer.
+    state_->page_locked(256);
   }
 
  private:
