@@ -192,7 +192,13 @@ class Nccl {
   static void enter_rank(int rank) { PNN_CUDA_CHECK(cudaSetDevice(rank)); }
 
   Nccl(Nccl&&) noexcept = default;
-  Nccl& operator=(Nccl&&) noexcept = default;
+  Nccl& operator=(Nccl&& other) noexcept {  // releases the communicators it held, as the destructor does
+    if (this != &other) {
+      if (state_) state_->close();
+      state_ = std::move(other.state_);
+    }
+    return *this;
+  }
   ~Nccl() {
     if (state_) state_->close();
   }
