@@ -69,7 +69,10 @@ struct DistributedOptions {
   bool overlap = true;                 // data parallel: reduce buckets while backward runs
 };
 
-// What a strategy measured over the steps so far.
+// What a strategy measured over the steps so far, on the host's clock. On the CPU the work runs when it
+// is called, so these are the work's times. On a GPU a call only enqueues kernels: step_seconds still
+// spans the step (which waits for its loss), but the compute, communication and exposed times measure
+// enqueueing, not the device, and hidden_fraction() and bubble_fraction() say nothing there.
 struct StrategyStatistics {
   index steps = 0;
   double step_seconds = 0;        // wall time inside train_step
