@@ -38,9 +38,12 @@ Tensor<float, 2> images(int i) {
 // on the cpu, eagerly on cuda, and through a CudaGraphStep (device batches on even steps, host batches on
 // odd ones). `schedule(step, rule)` may change the rule before a step; `reset_at` resets every optimiser
 // before that step. Checks that the graph trained as the eager cuda model (same kernels: 1e-5) and as the
-// cpu (1e-4), that the weights moved, and how often the step was captured.
+// cpu (1e-4), that the weights moved, how often the step was captured, and that the other steps were
+// replays: the optimiser steps on the host only in an eager step or a capture, so after the last capture
+// it has counted `expected_host_steps` since its last reset.
 template <class Net, class Schedule>
-void check_graph_training(int steps, Schedule schedule, int reset_at, pnn::index expected_captures) {
+void check_graph_training(int steps, Schedule schedule, int reset_at, pnn::index expected_captures,
+                          pnn::index expected_host_steps) {
   using DeviceNet = typename Net::template on<cuda>;
   Net host(3);
   DeviceNet eager(3), graphed(3);
@@ -73,6 +76,7 @@ void check_graph_training(int steps, Schedule schedule, int reset_at, pnn::index
   CHECK(step.steps() == steps);
   CHECK(step.captured());
   CHECK(step.captures() == expected_captures);
+  CHECK(graph_optimizer.steps() == expected_host_steps);
   CHECK(step.graph_nodes() > 0);
   check_close("weights: graph against eager cuda", testing::to_host(eager.parameter_values()),
               graphed.parameter_values(), 1e-5);
@@ -87,8 +91,9 @@ constexpr auto same_rule = [](int, SGD&) {};
 }  // namespace
 
 TEST_CASE("cuda.graph.replays_train_as_eager_steps" * needs_gpu()) {
-  SUBCASE("mlp") { check_graph_training<Mlp>(7, same_rule, -1, 1); }
-  SUBCASE("cnn with batch normalisation") { check_graph_training<Cnn>(7, same_rule, -1, 1); }
+  // The first run() steps eagerly and captures: two host steps, then only replays.
+  SUBCASE("mlp") { check_graph_training<Mlp>(7, same_rule, -1, 1, 2); }
+  SUBCASE("cnn with batch normalisation") { check_graph_training<Cnn>(7, same_rule, -1, 1, 2); }
 }
 
 TEST_CASE("cuda.graph.recaptures_after_a_new_learning_rate_or_a_reset" * needs_gpu()) {
@@ -97,7 +102,32 @@ TEST_CASE("cuda.graph.recaptures_after_a_new_learning_rate_or_a_reset" * needs_g
   const auto halve_at_3 = [](int i, SGD& rule) {
     if (i == 3) rule.learning_rate /= 2;
   };
-  check_graph_training<Mlp>(8, halve_at_3, 5, 3);
+  check_graph_training<Mlp>(8, halve_at_3, 5, 3, 2);
+}
+
+TEST_CASE("cuda.graph.recaptures_after_a_reset_followed_by_eager_steps" * needs_gpu()) {
+  // The model may train eagerly between replays; after a reset and such a step the optimiser has counted a
+  // step again, but its momentum buffers are new: the graph must not replay onto the freed ones.
+  using DeviceNet = Mlp::on<cuda>;
+  DeviceNet eager(5), graphed(5);
+  const SGD rule{.learning_rate = 0.05, .momentum = 0.9};
+  Optimizer<SGD, float, cuda> eager_optimizer(rule), graph_optimizer(rule);
+  CudaGraphStep step(graphed, graph_optimizer, batch);
+  for (int i = 0; i < 8; ++i) {
+    CAPTURE(i);
+    const auto x = to_device(images<Mlp>(i));
+    const auto y = to_device(random_labels(batch, 300 + static_cast<std::uint64_t>(i)));
+    if (i == 4) {
+      eager_optimizer.reset();
+      graph_optimizer.reset();
+    }
+    eager.train_step(testing::const_view(x), testing::const_view(y), eager_optimizer, SoftmaxCrossEntropy{});
+    if (i == 4) graphed.train_step(testing::const_view(x), testing::const_view(y), graph_optimizer, SoftmaxCrossEntropy{});
+    else step.run(testing::const_view(x), testing::const_view(y));
+  }
+  CHECK(step.captures() == 2);
+  check_close("weights: graph against eager cuda", testing::to_host(eager.parameter_values()),
+              graphed.parameter_values(), 1e-5);
 }
 
 TEST_CASE("cuda.graph.refuses_other_shapes_and_reports_bad_labels" * needs_gpu()) {

@@ -37,8 +37,8 @@
 // Hyper-parameters are baked into the graph: when optimizer.rule or cuda_settings().allow_tf32 differs
 // from what was captured, run() captures the step again (a learning-rate schedule costs one capture per
 // change). Replays do not call Optimizer::step on the host, so optimizer.steps() does not count them:
-// steps() here does. optimizer.reset() is noticed too (its momentum buffers are freed): the next run()
-// steps eagerly and captures again.
+// steps() here does. optimizer.reset() is noticed too, also after eager steps in between (its momentum
+// buffers are freed): the next run() drops the graph, steps eagerly and captures again.
 //
 // Lifetime and threads: the model and the optimiser must outlive the step and stay where they are (the
 // graph holds their device addresses). Between replays the model may be used eagerly, but not with a
@@ -288,10 +288,15 @@ class CudaGraphStep {
   // captured once, then one graph launch per call. Never waits for the device, except while capturing
   // (run() with host views does: copying from the host waits until the host buffer may be reused).
   // After optimizer.reset() the optimiser's state (momentum) is gone and the graph's addresses with it:
-  // the step then runs eagerly again, which allocates the new state outside the graph, and is recaptured.
+  // the graph is dropped, and the step runs eagerly again (which allocates the new state, unless eager
+  // steps since the reset did) and is captured anew.
   void run() {
     const cuda_detail::DeviceGuard guard(device_);
-    if (!executable_ || optimizer_.steps() == 0) {
+    if (executable_ && optimizer_.resets() != captured_resets_) {
+      cuda_detail::report(cudaGraphExecDestroy(executable_), "cudaGraphExecDestroy");
+      executable_ = nullptr;
+    }
+    if (!executable_) {
       enqueue_step();
       ++steps_;
       capture();
@@ -419,6 +424,7 @@ class CudaGraphStep {
     graph_nodes_ = nodes;
     captured_rule_ = optimizer_.rule;
     captured_tf32_ = cuda_settings().allow_tf32;
+    captured_resets_ = optimizer_.resets();
     ++captures_;
   }
 
@@ -436,6 +442,7 @@ class CudaGraphStep {
   std::size_t graph_nodes_ = 0;
   Rule captured_rule_{};
   bool captured_tf32_ = false;
+  index captured_resets_ = 0;
   index steps_ = 0;
   index captures_ = 0;
 };

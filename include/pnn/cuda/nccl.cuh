@@ -36,8 +36,10 @@
 
 #include <nccl.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <cstdint>
 #include <cstring>
@@ -99,8 +101,10 @@ inline Event record_event(cudaStream_t stream) {
 }
 
 inline namespace PNN_CUDA_ABI_TAG {
-// A message's header, written on the device so that sending never waits on a host-to-device copy.
-PNN_KERNEL_WITH_BLOCK(1) void write_message_header(std::int64_t* header, std::int64_t tag, std::int64_t count) {
+// A message's header, written on the device so that sending never waits on a host-to-device copy. A
+// template, as every pnn kernel, so that each translation unit including this header may define it.
+template <class I>
+PNN_KERNEL_WITH_BLOCK(1) void write_message_header(I* header, I tag, I count) {
   header[0] = tag;
   header[1] = count;
 }
@@ -296,17 +300,19 @@ class Nccl {
     state_->release_completed_sends();
     // The message (header and copy) is written on the compute stream, after the data's producers.
     auto message = std::make_shared<OutgoingMessage<T>>(data.shape());
-    cuda_detail::write_message_header<<<1, 1, 0, cuda_stream(state_->device)>>>(message->header.data(), tag,
-                                                                               data.size());
+    cuda_detail::write_message_header<std::int64_t><<<1, 1, 0, cuda_stream(state_->device)>>>(
+        message->header.data(), tag, data.size());
     PNN_CUDA_CHECK_LAUNCH("write_message_header");
     copy(data, message->payload.view());
     follow_compute(stream);
-    call(ncclSend(message->header.data(), 2, ncclInt64, destination, comm, stream), description);
-    if (data.size() > 0)
-      call(ncclSend(message->payload.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
-                    destination, comm, stream),
-           description);
-    state_->sends_in_flight.push_back({std::move(message), cuda_detail::record_event(stream)});
+    keeping_buffers_until_failed_work_ends(stream, [&] {
+      call(ncclSend(message->header.data(), 2, ncclInt64, destination, comm, stream), description);
+      if (data.size() > 0)
+        call(ncclSend(message->payload.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
+                      destination, comm, stream),
+             description);
+      state_->sends_in_flight.push_back({message, cuda_detail::record_event(stream)});
+    });
   }
 
   // Returns when the message has arrived (waiting at most the timeout).
@@ -320,22 +326,26 @@ class Nccl {
     const int channel = source > rank() ? downward : upward;
     cudaStream_t stream = state_->streams[static_cast<std::size_t>(channel)];
     ncclComm_t comm = state_->comms[static_cast<std::size_t>(channel)];
+    state_->release_completed_sends();
     Tensor<std::int64_t, 1, cuda> header(Extents<1>{2});
     follow_compute(stream);  // the header's allocation, and earlier readers of `data`
-    call(ncclRecv(header.data(), 2, ncclInt64, source, comm, stream), description);
-    auto* header_host = static_cast<std::int64_t*>(state_->page_locked(sizeof(std::int64_t) * 2));
-    PNN_CUDA_CHECK(cudaMemcpyAsync(header_host, header.data(), sizeof(std::int64_t) * 2, cudaMemcpyDeviceToHost, stream));
-    wait_on_host(cuda_detail::record_event(stream), description);
-    PNN_CHECK(header_host[0] == tag && header_host[1] == data.size(), CommunicationError,
-              fail_message(detail::concat("rank ", rank(), " expected ", data.size(), " ",
-                                          cuda_detail::nccl_type_name<T>(), "s with tag ", tag, " from rank ", source,
-                                          " but the next message holds ", header_host[1], " with tag ", header_host[0],
-                                          " (Nccl delivers messages in the order they were sent)")));
-    if (data.size() > 0)
-      call(ncclRecv(data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(),
-                    source, comm, stream),
-           description);
-    finish(cuda_detail::record_event(stream), description);
+    keeping_buffers_until_failed_work_ends(stream, [&] {
+      call(ncclRecv(header.data(), 2, ncclInt64, source, comm, stream), description);
+      auto* header_host = static_cast<std::int64_t*>(state_->page_locked(sizeof(std::int64_t) * 2));
+      PNN_CUDA_CHECK(
+          cudaMemcpyAsync(header_host, header.data(), sizeof(std::int64_t) * 2, cudaMemcpyDeviceToHost, stream));
+      wait_on_host(cuda_detail::record_event(stream), description);
+      PNN_CHECK(header_host[0] == tag && header_host[1] == data.size(), CommunicationError,
+                fail_message(detail::concat("rank ", rank(), " expected ", data.size(), " ",
+                                            cuda_detail::nccl_type_name<T>(), "s with tag ", tag, " from rank ", source,
+                                            " but the next message holds ", header_host[1], " with tag ",
+                                            header_host[0], " (Nccl delivers messages in the order they were sent)")));
+      if (data.size() > 0)
+        call(ncclRecv(data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(), source, comm,
+                      stream),
+             description);
+      finish(cuda_detail::record_event(stream), description);
+    });
   }
 
   // ----- failures --------------------------------------------------------------------------------------
@@ -370,9 +380,8 @@ class Nccl {
     state_->group = std::move(setup.group);
     cuda_detail::DeviceGuard guard(setup.device);
     for (auto& stream : state_->streams) PNN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    // Enough for headers, hashes and losses, so that it need not grow (cudaFreeHost may synchronise the
-    // device) while a send waits for its peer.
-    state_->page_locked(256);
+    // Enough for headers, losses, the order check and the ranks' weight hashes, so that it need not grow.
+    state_->page_locked(std::max<std::size_t>(256, sizeof(double) * static_cast<std::size_t>(setup.size)));
   }
 
  private:
@@ -390,17 +399,19 @@ class Nccl {
       cuda_detail::Event done;
     };
     std::deque<SendInFlight> sends_in_flight;
-    // Page-locked host memory through which host data reaches the NCCL streams (grown on demand); used
-    // only by operations that wait for it before they return.
+    // Page-locked host memory through which host data reaches the NCCL streams; used only by operations
+    // that wait for it before they return. When a larger one is needed the old one is kept until close():
+    // cudaFreeHost may synchronise the device, which could wait on a send waiting for its peer.
     void* page_locked_memory = nullptr;
     std::size_t page_locked_bytes = 0;
+    std::vector<void*> outgrown_page_locked;
 
     void* page_locked(std::size_t bytes) {
       if (bytes > page_locked_bytes) {
-        if (page_locked_memory) PNN_CUDA_CHECK(cudaFreeHost(page_locked_memory));
-        page_locked_memory = nullptr;
-        page_locked_bytes = 0;
-        PNN_CUDA_CHECK(cudaMallocHost(&page_locked_memory, bytes));
+        void* larger = nullptr;
+        PNN_CUDA_CHECK(cudaMallocHost(&larger, bytes));
+        if (page_locked_memory) outgrown_page_locked.push_back(page_locked_memory);
+        page_locked_memory = larger;
         page_locked_bytes = bytes;
       }
       return page_locked_memory;
@@ -442,10 +453,32 @@ class Nccl {
         if (!communicators_aborted)
           for (ncclComm_t comm : comms)
             if (comm) (void)ncclCommDestroy(comm);
-        // Idle, or aborted (which ends the NCCL kernels): nothing reads the sent copies any more.
-        sends_in_flight.clear();
-        if (page_locked_memory) cuda_detail::report(cudaFreeHost(page_locked_memory), "cudaFreeHost");
+        // After an abort the NCCL kernels end, and the streams drain: only then may the sent copies and the
+        // page-locked memory go. Streams that do not drain keep them (a leak, said, rather than a write
+        // into freed memory).
+        bool drained = true;
+        const auto drain_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(10'000);
+        for (cudaStream_t stream : streams) {
+          while (drained) {
+            const cudaError_t status = cudaStreamQuery(stream);
+            if (status != cudaErrorNotReady) break;  // done, or failed: nothing more will run on it
+            if (std::chrono::steady_clock::now() > drain_deadline) drained = false;
+            else std::this_thread::sleep_for(std::chrono::microseconds(100));
+          }
+        }
+        (void)cudaGetLastError();
+        if (drained) {
+          sends_in_flight.clear();
+          outgrown_page_locked.push_back(page_locked_memory);
+          for (void* memory : outgrown_page_locked)
+            if (memory) cuda_detail::report(cudaFreeHost(memory), "cudaFreeHost");
+        } else {
+          std::fprintf(stderr, "pnn: rank %d's NCCL streams did not drain after the abort; their buffers are not freed\n",
+                       rank);
+          (void)new std::deque<SendInFlight>(std::move(sends_in_flight));  // deliberately leaked, see above
+        }
         page_locked_memory = nullptr;
+        outgrown_page_locked.clear();
         for (cudaStream_t stream : streams)
           if (stream) cuda_detail::report(cudaStreamDestroy(stream), "cudaStreamDestroy");
       } catch (...) {
@@ -575,11 +608,32 @@ class Nccl {
     Tensor<T, 1, cuda> staged(data.shape());
     cudaStream_t stream = state_->streams[collectives];
     follow_compute(stream);  // the staging buffer's allocation
-    PNN_CUDA_CHECK(cudaMemcpyAsync(staged.data(), host, bytes, cudaMemcpyHostToDevice, stream));
-    operation(staged.data(), stream);
-    PNN_CUDA_CHECK(cudaMemcpyAsync(host, staged.data(), bytes, cudaMemcpyDeviceToHost, stream));
-    finish(cuda_detail::record_event(stream), description);  // then the compute stream may free `staged`
+    keeping_buffers_until_failed_work_ends(stream, [&] {
+      PNN_CUDA_CHECK(cudaMemcpyAsync(staged.data(), host, bytes, cudaMemcpyHostToDevice, stream));
+      operation(staged.data(), stream);
+      PNN_CUDA_CHECK(cudaMemcpyAsync(host, staged.data(), bytes, cudaMemcpyDeviceToHost, stream));
+      finish(cuda_detail::record_event(stream), description);  // then the compute stream may free `staged`
+    });
     std::memcpy(data.data(), host, bytes);
+  }
+
+  // Runs body(), which enqueues work on the NCCL `stream` over buffers that the compute stream frees. Should
+  // it throw (the communicators are aborted by then, which ends NCCL's kernels), the compute stream is
+  // first ordered after that work, so the caller's buffers are not freed while it still runs.
+  template <class Body>
+  void keeping_buffers_until_failed_work_ends(cudaStream_t stream, Body&& body) {
+    try {
+      body();
+    } catch (...) {
+      cudaEvent_t ended = nullptr;
+      if (cudaEventCreateWithFlags(&ended, cudaEventDisableTiming) == cudaSuccess) {
+        if (cudaEventRecord(ended, stream) == cudaSuccess)
+          (void)cudaStreamWaitEvent(cuda_stream(state_->device), ended, 0);
+        (void)cudaEventDestroy(ended);
+      }
+      (void)cudaGetLastError();
+      throw;
+    }
   }
 
   // With check_collective_order: every rank contributes a hash of its operation's description; the

@@ -4,9 +4,13 @@
 //
 // Rank 0 creates NCCL's unique ids and MPI broadcasts them (MPI only bootstraps; all data then moves
 // through NCCL). Each process takes the GPU numbered by its rank among the processes on its node, modulo
-// the GPUs it sees. Include this header only where MPI was found: it includes <mpi.h> through
+// the GPUs it sees (one each where the launcher sets CUDA_VISIBLE_DEVICES per process); two processes of
+// a node on one GPU are refused on every rank, since NCCL runs one rank per GPU. Include this header only where MPI was found: it includes <mpi.h> through
 // pnn/dist/mpi.hpp. A failing rank prints its message and makes mpirun stop every rank, as with Mpi.
 #pragma once
+
+#include <cstring>
+#include <vector>
 
 #include "pnn/cuda/nccl.cuh"
 #include "pnn/dist/mpi.hpp"
@@ -33,6 +37,30 @@ class NcclMpi : public Nccl {
   }
 
  private:
+  // NCCL refuses two ranks of one communicator on the same GPU, and says so only from inside
+  // ncclCommInitRank ("invalid usage"), where the other ranks would wait for them. The ranks of a node
+  // compare their GPUs' UUIDs (device numbers differ between processes that see different GPUs), and every
+  // rank of the job throws if any node has two ranks on one GPU.
+  static void refuse_shared_gpus(MPI_Comm node, int node_rank, int node_size, int device) {
+    cudaDeviceProp properties{};
+    PNN_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
+    std::vector<char> uuids(sizeof(properties.uuid.bytes) * static_cast<std::size_t>(node_size));
+    MPI_Allgather(properties.uuid.bytes, sizeof(properties.uuid.bytes), MPI_BYTE, uuids.data(),
+                  sizeof(properties.uuid.bytes), MPI_BYTE, node);
+    int sharing = -1;  // another rank of this node on this rank's GPU
+    for (int other = 0; other < node_size && sharing < 0; ++other)
+      if (other != node_rank && std::memcmp(uuids.data() + other * sizeof(properties.uuid.bytes),
+                                            properties.uuid.bytes, sizeof(properties.uuid.bytes)) == 0)
+        sharing = other;
+    int any_shared = sharing >= 0 ? 1 : 0;
+    MPI_Allreduce(MPI_IN_PLACE, &any_shared, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    PNN_CHECK(any_shared == 0, ArgumentError, "NcclMpi: ",
+              sharing >= 0 ? detail::concat("local ranks ", node_rank, " and ", sharing, " of this node's ", node_size,
+                                            " processes would share one GPU (device ", device, " here)")
+                           : std::string("two processes of another node would share a GPU"),
+              "; NCCL runs one rank per GPU: start at most one process per GPU on each node");
+  }
+
   static Setup bootstrap(const CommunicatorOptions& options) {
     mpi_detail::Environment::ensure();
     int rank = 0, size = 1;
@@ -44,17 +72,13 @@ class NcclMpi : public Nccl {
     int node_rank = 0, node_size = 1;
     MPI_Comm_rank(node, &node_rank);
     MPI_Comm_size(node, &node_size);
-    MPI_Comm_free(&node);
     std::string reason;
     const int devices = cuda_device_count(&reason);
     PNN_CHECK(devices > 0, CudaError, "NcclMpi: rank ", rank, " sees no CUDA device (", reason, ")");
-    // NCCL refuses two ranks of one communicator on the same GPU, and would say so only from inside
-    // ncclCommInitRank, as "invalid usage".
-    PNN_CHECK(node_size <= devices, ArgumentError, "NcclMpi: ", node_size, " ranks run on rank ", rank,
-              "'s node but it has ", devices, " GPUs; NCCL runs one rank per GPU (start at most ", devices,
-              " processes per node)");
-    const int device = node_rank;
+    const int device = node_rank % devices;
     PNN_CUDA_CHECK(cudaSetDevice(device));
+    refuse_shared_gpus(node, node_rank, node_size, device);
+    MPI_Comm_free(&node);
 
     std::array<ncclUniqueId, channel_count> ids{};
     if (rank == 0)

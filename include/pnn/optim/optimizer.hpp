@@ -61,11 +61,15 @@ class Optimizer {
   }
 
   index steps() const { return steps_; }
+  // How often reset() was called: whoever holds the state's addresses (a captured CUDA graph) can tell
+  // that they are gone, even after new steps have been taken.
+  index resets() const { return resets_; }
   // Forgets momentum and moments, as if no step had been taken.
   void reset() {
     states_.clear();
     started_ = false;
     steps_ = 0;
+    ++resets_;
   }
 
   Rule rule;  // hyper-parameters; may be changed between steps (a learning-rate schedule)
@@ -79,6 +83,7 @@ class Optimizer {
   std::vector<Slot> states_;
   bool started_ = false;
   index steps_ = 0;
+  index resets_ = 0;
 };
 
 namespace detail {
