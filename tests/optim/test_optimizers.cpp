@@ -347,8 +347,10 @@ TEST_CASE("optimizer.reset_forgets_state") {
     Optimizer<Rule, double> reset_optimizer(rule), fresh_optimizer(rule), continued_optimizer(rule);
     reset.take_steps(reset_optimizer, 0, 3);
     continued.take_steps(continued_optimizer, 0, 3);
+    CHECK(reset_optimizer.resets() == 0);
     reset_optimizer.reset();
     CHECK(reset_optimizer.steps() == 0);
+    CHECK(reset_optimizer.resets() == 1);  // what a captured CUDA graph compares to notice the reset
     copy(TensorView<const double, 1>(reset.weight), fresh.weight.view());
     copy(TensorView<const double, 1>(reset.bias), fresh.bias.view());
     for (Problem* problem : {&reset, &fresh, &continued}) problem->set_gradients(3);
