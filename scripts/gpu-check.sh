@@ -106,10 +106,10 @@ run_mode() {
   use_cuda_libraries "$(command -v python3)" "$gpu"/{test_cuda,test_cuda_dist,train_cnn_cuda,step_time} || return 1
   echo "gpu-check.sh: LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  export PNN_REQUIRE_GPU=1  # the test programs fail, rather than skip, without a usable GPU
 
   case "$mode" in
   tests)
-    export PNN_REQUIRE_GPU=1
     step test_cuda "$gpu/test_cuda" --duration=true
     step test_cuda_dist "$gpu/test_cuda_dist" --duration=true
     if [ -d "$gpu/data" ]; then
@@ -118,7 +118,6 @@ run_mode() {
       echo "gpu-check.sh: no data in $gpu/data: the example step is skipped"
     fi ;;
   sanitize)
-    export PNN_REQUIRE_GPU=1
     command -v compute-sanitizer >/dev/null || { echo "gpu-check.sh: compute-sanitizer not found"; return 1; }
     # --error-exitcode turns a report into a failed step. The tests make failing CUDA calls on purpose
     # (cudaSetDevice(-1) in test_executor_memory.cu), which are not the sanitizer's findings.

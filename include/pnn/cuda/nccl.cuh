@@ -433,6 +433,21 @@ class Nccl {
         if (comm) (void)ncclCommAbort(comm);  // also ends kernels stuck waiting for a peer
     }
 
+    enum class Drain { finished, failed, timed_out };
+    // Polls `stream` until its work has run, it failed, or `deadline` passed.
+    static Drain drain(cudaStream_t stream, std::chrono::steady_clock::time_point deadline) noexcept {
+      for (;;) {
+        const cudaError_t status = cudaStreamQuery(stream);
+        if (status == cudaSuccess) return Drain::finished;
+        if (status != cudaErrorNotReady) {
+          (void)cudaGetLastError();
+          return Drain::failed;
+        }
+        if (std::chrono::steady_clock::now() > deadline) return Drain::timed_out;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+    }
+
     // Waits for the work on the NCCL streams (briefly: a healthy group has none left), then releases the
     // communicators: destroyed when healthy, aborted otherwise, since a destroy could wait forever for a
     // failed peer.
@@ -441,14 +456,8 @@ class Nccl {
         cuda_detail::DeviceGuard guard(device);
         const auto deadline = std::chrono::steady_clock::now() + std::min(options.timeout, std::chrono::milliseconds(10'000));
         bool idle = !group->failed();
-        for (cudaStream_t stream : streams) {
-          while (idle) {
-            const cudaError_t status = cudaStreamQuery(stream);
-            if (status == cudaSuccess) break;
-            if (status != cudaErrorNotReady || std::chrono::steady_clock::now() > deadline) idle = false;
-            else std::this_thread::sleep_for(std::chrono::microseconds(100));
-          }
-        }
+        for (cudaStream_t stream : streams)
+          if (idle) idle = drain(stream, deadline) == Drain::finished;
         if (!idle) abort_communicators();
         if (!communicators_aborted)
           for (ncclComm_t comm : comms)
@@ -456,17 +465,10 @@ class Nccl {
         // After an abort the NCCL kernels end, and the streams drain: only then may the sent copies and the
         // page-locked memory go. Streams that do not drain keep them (a leak, said, rather than a write
         // into freed memory).
-        bool drained = true;
+        bool drained = true;  // a failed stream counts: nothing more will run on it
         const auto drain_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(10'000);
-        for (cudaStream_t stream : streams) {
-          while (drained) {
-            const cudaError_t status = cudaStreamQuery(stream);
-            if (status != cudaErrorNotReady) break;  // done, or failed: nothing more will run on it
-            if (std::chrono::steady_clock::now() > drain_deadline) drained = false;
-            else std::this_thread::sleep_for(std::chrono::microseconds(100));
-          }
-        }
-        (void)cudaGetLastError();
+        for (cudaStream_t stream : streams)
+          if (drained) drained = drain(stream, drain_deadline) != Drain::timed_out;
         if (drained) {
           sends_in_flight.clear();
           outgrown_page_locked.push_back(page_locked_memory);

@@ -5,8 +5,8 @@
 // Rank 0 creates NCCL's unique ids and MPI broadcasts them (MPI only bootstraps; all data then moves
 // through NCCL). Each process takes the GPU numbered by its rank among the processes on its node, modulo
 // the GPUs it sees (one each where the launcher sets CUDA_VISIBLE_DEVICES per process); two processes of
-// a node on one GPU are refused on every rank, since NCCL runs one rank per GPU. Include this header only where MPI was found: it includes <mpi.h> through
-// pnn/dist/mpi.hpp. A failing rank prints its message and makes mpirun stop every rank, as with Mpi.
+// a node on one GPU are refused on every rank, since NCCL runs one rank per GPU. Include this header only
+// where MPI was found: it includes <mpi.h> through pnn/dist/mpi.hpp. A failing rank prints its message and makes mpirun stop every rank, as with Mpi.
 #pragma once
 
 #include <cstring>
