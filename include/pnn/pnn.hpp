@@ -1,6 +1,6 @@
 // pnn/pnn.hpp: everything a CPU user needs, in one include.
 //
-//   core/    tensors, shapes, expressions and the executor seam, devices, random numbers
+//   core/    tensors, shapes, expressions and the executor seam, devices and their timelines, random numbers
 //   layers/  one header per layer, and the Layer concept (layers/layer.hpp)
 //   model/   Input<...> and Sequential<...>
 //   loss/    softmax cross-entropy, mean squared error
@@ -19,6 +19,7 @@
 #include "pnn/core/random.hpp"
 #include "pnn/core/shape.hpp"
 #include "pnn/core/tensor.hpp"
+#include "pnn/core/timeline.hpp"
 #include "pnn/data/batcher.hpp"
 #include "pnn/data/dataset.hpp"
 #include "pnn/data/idx.hpp"

@@ -2,6 +2,7 @@
 // (empty, one element, around the block size, above 2^24), and the errors the backend raises.
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,14 @@ template <class X, class Y>
 auto composite(const X& x, const Y& y) {
   return relu(x * 2.0f - y) + sigmoid(y) * tanh(x) - exp(-square(x)) + abs(y) / sqrt(abs(x) + 1.5f) +
          max(x, y) - min(x, 0.25f) + log(x + 2.0f) * rsqrt(y + 3.0f) + step(x) - 0.5f / (x + 4.0f);
+}
+
+// Keeps one GPU thread busy for `nanoseconds` of the device's global timer.
+__global__ void spin_kernel(long long nanoseconds) {
+  long long start = 0, now = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  while (now - start < nanoseconds);
 }
 
 }  // namespace
@@ -324,4 +333,33 @@ TEST_CASE("cuda.memory.freed_blocks_are_reused" * needs_gpu()) {
   }
   cuda_synchronize();
   CHECK(cuda_pool_reserved_bytes() == reserved);
+}
+
+TEST_CASE("cuda.timeline.measures_the_device_not_the_host" * needs_gpu()) {
+  Timeline<cuda> timeline;
+  const auto host_start = std::chrono::steady_clock::now();
+  const auto before = timeline.mark();
+  spin_kernel<<<1, 1, 0, cuda_stream()>>>(200'000'000);  // 0.2 s
+  PNN_CUDA_CHECK_LAUNCH("spin_kernel");
+  const auto after = timeline.mark();
+  const double enqueue_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - host_start).count();
+  CHECK(enqueue_seconds < 0.1);  // taking marks does not wait for the device
+  CHECK_FALSE(timeline.ready());
+  CHECK_THROWS_AS((void)timeline.seconds(before, after), CudaError);  // not passed yet: cudaErrorNotReady
+  timeline.wait();
+  CHECK(timeline.ready());
+  const double spun = timeline.seconds(before, after);
+  CHECK(spun >= 0.19);
+  CHECK(spun < 2.0);
+  CHECK(timeline.seconds(after, before) == doctest::Approx(-spun));
+
+  // Cleared, the timeline records its events again.
+  timeline.clear();
+  const auto first = timeline.mark();
+  const auto second = timeline.mark();
+  CHECK(second == first + 1);
+  timeline.wait();
+  CHECK(timeline.seconds(first, second) >= 0);
+  CHECK(timeline.seconds(first, second) < 0.1);
+  CHECK_THROWS_AS((void)timeline.seconds(first, 2), ArgumentError);
 }

@@ -2,6 +2,7 @@
 // threads sharing one GPU through HostStaged (host_staged.cuh), so the strategies' logic is tested with
 // cuda tensors on any machine with a GPU. test_nccl.cu runs them over NCCL, one GPU per rank.
 #include "cuda_equivalence.cuh"
+#include "dist/statistics.hpp"
 #include "host_staged.cuh"
 
 using namespace pnn;
@@ -29,5 +30,23 @@ TEST_CASE("cuda.pipeline.equals_serial_training" * needs_gpu()) {
   SUBCASE("GPipe") { check_cuda_equivalence<Pipeline<Split<3>, Microbatches<4>, GPipe, HostStaged>>({.workers = 2}); }
   SUBCASE("1F1B, three stages") {
     check_cuda_equivalence<Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB, HostStaged>>({.workers = 3});
+  }
+}
+
+// The statistics are events on the GPU's compute stream (cuda/timeline.cuh): they keep the relations of
+// times on one clock, and compute time is the device's.
+TEST_CASE("cuda.strategies.statistics_time_the_device" * needs_gpu()) {
+  const auto data = testing::device_data(40, 12, 4);
+  Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});
+  constexpr double slack = 1e-5;  // event times are float milliseconds
+  SUBCASE("data parallel") {
+    Distributed<testing::CudaMlp, DataParallel<HostStaged>> model(1, {.workers = 2, .bucket_bytes = 1});
+    testing::train(model, optimizer, data, 10, 5);
+    for (const StrategyStatistics& s : model.statistics()) testing::check_data_parallel_statistics(s, 5, slack);
+  }
+  SUBCASE("pipeline") {
+    Distributed<testing::CudaMlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB, HostStaged>> model(1, {.workers = 2});
+    testing::train(model, optimizer, data, 10, 5);
+    for (const StrategyStatistics& s : model.statistics()) testing::check_pipeline_statistics(s, 5, slack);
   }
 }

@@ -1,9 +1,10 @@
 // pnn/core/device.hpp: the device tags (cpu, cuda), the Device concept, and device memory.
 //
-// A device is a tag type. Everything device-specific goes through two seams keyed on the tag:
+// A device is a tag type. Everything device-specific goes through seams keyed on the tag:
 //   DeviceTraits<D>   allocates and frees memory and copies it between devices,
-//   Executor<D>       evaluates expressions (core/executor.hpp).
-// The cpu specialisations live here and in core/cpu_executor.hpp; the cuda ones in include/pnn/cuda/,
+//   Executor<D>       evaluates expressions (core/executor.hpp),
+//   Timeline<D>       marks the device's progress and times it (core/timeline.hpp), for statistics.
+// The cpu specialisations live in core/; the cuda ones in include/pnn/cuda/,
 // which only .cu translation units include, so CPU users never see a CUDA header.
 #pragma once
 

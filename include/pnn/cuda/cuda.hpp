@@ -5,7 +5,8 @@
 //
 // It brings in pnn/pnn.hpp and, for pnn::cuda tensors: device memory and host <-> device copies
 // (memory.cuh), the fused expression executor (executor.cuh), cuBLAS matrix products and column sums
-// (linalg.cuh), the convolution and pooling kernels (kernels.cuh) and softmax cross-entropy (loss.cuh).
+// (linalg.cuh), the convolution and pooling kernels (kernels.cuh), softmax cross-entropy (loss.cuh), and
+// the events the strategies time the device with (timeline.cuh).
 // The layers, losses and optimisers call these through the same free functions as on the CPU, so every
 // layer runs on cuda unchanged. The NCCL communicator is separate: <pnn/cuda/nccl.cuh>.
 #pragma once
@@ -17,3 +18,4 @@
 #include "pnn/cuda/loss.cuh"
 #include "pnn/cuda/memory.cuh"
 #include "pnn/cuda/runtime.cuh"
+#include "pnn/cuda/timeline.cuh"

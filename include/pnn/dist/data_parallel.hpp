@@ -15,7 +15,6 @@
 #pragma once
 
 #include <any>
-#include <chrono>
 #include <vector>
 
 #include "pnn/dist/communicator.hpp"
@@ -30,7 +29,6 @@ class DataParallelWorker {
  public:
   using T = typename Model::value_type;
   using D = typename Model::device;
-  using Clock = std::chrono::steady_clock;
 
   DataParallelWorker(Comm& comm, std::uint64_t seed, const DistributedOptions& options)
       : comm_(comm), model_(seed), options_(options) {
@@ -45,7 +43,7 @@ class DataParallelWorker {
   template <class Rule, class LossFunction>
   T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
                const Rule& rule, const LossFunction& loss) {
-    const auto step_start = Clock::now();
+    const auto step_start = times_.begin();
     const index batch = inputs.dim(0);
     PNN_CHECK(batch > 0, ArgumentError, "train_step: empty batch");
     const int p = comm_.size(), r = comm_.rank();
@@ -61,11 +59,11 @@ class DataParallelWorker {
 
     requests_.clear();
     std::size_t next_bucket = 0;
-    Clock::time_point first_reduction;
+    typename StepTimer<D>::Mark first_reduction{};
     auto start_ready_buckets = [&](std::size_t finished_layer) {
       for (auto& request : requests_) request.ready();  // lets MPI progress the reductions in flight
       while (next_bucket < buckets_.size() && buckets_[next_bucket].lowest_layer == finished_layer) {
-        if (next_bucket == 0) first_reduction = Clock::now();
+        if (next_bucket == 0) first_reduction = times_.mark();
         const Bucket& bucket = buckets_[next_bucket++];
         requests_.push_back(comm_.all_reduce_async(model_.parameter_gradients().rows(bucket.begin, bucket.end - bucket.begin)));
         bytes_ += (bucket.end - bucket.begin) * static_cast<index>(sizeof(T));
@@ -77,9 +75,9 @@ class DataParallelWorker {
       model_.backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_);
       for (std::size_t layer = Model::layer_count; layer-- > 0;) start_ready_buckets(layer);
     }
-    const auto backward_end = Clock::now();
+    const auto backward_end = times_.mark();
     for (auto& request : requests_) request.wait();
-    const auto reduced = Clock::now();
+    const auto reduced = times_.mark();  // on a GPU: once the compute stream has waited for them
 
     Tensor<double, 1> total_loss(Extents<1>{1});
     total_loss[0] = static_cast<double>(local_loss) * static_cast<double>(count) / static_cast<double>(batch);
@@ -91,10 +89,10 @@ class DataParallelWorker {
     // Statistics: reductions were in flight from the first bucket's start until `reduced`; the part
     // after backward ended was exposed, the rest hidden behind backward.
     statistics_.steps += 1;
-    statistics_.compute_seconds += seconds(step_start, backward_end);
-    statistics_.exposed_seconds += seconds(backward_end, reduced);
-    if (!buckets_.empty()) statistics_.communication_seconds += seconds(first_reduction, reduced);
-    statistics_.step_seconds += seconds(step_start, Clock::now());
+    times_.add(&StrategyStatistics::compute_seconds, step_start, backward_end);
+    times_.add(&StrategyStatistics::exposed_seconds, backward_end, reduced);
+    if (!buckets_.empty()) times_.add(&StrategyStatistics::communication_seconds, first_reduction, reduced);
+    times_.end(statistics_);
     statistics_.bytes_communicated = bytes_;
     return static_cast<T>(total_loss[0]);
   }
@@ -109,7 +107,11 @@ class DataParallelWorker {
     require_equal_across_ranks(comm_, value_hash(model_), "loaded weights");
   }
 
-  const StrategyStatistics& statistics() const { return statistics_; }
+  // Waits for the device to pass the last step's marks (core/timeline.hpp).
+  const StrategyStatistics& statistics() {
+    times_.settle(statistics_);
+    return statistics_;
+  }
   Model& replica() { return model_; }
   index buckets() const { return static_cast<index>(buckets_.size()); }
 
@@ -118,8 +120,6 @@ class DataParallelWorker {
     std::size_t lowest_layer;  // the bucket is ready once this layer's backward is done
     index begin, end;          // range of the flat gradient buffer
   };
-
-  static double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
   // Buckets of consecutive layers, from the last layer down, each at least bucket_bytes (but the last).
   void build_buckets() {
@@ -156,6 +156,7 @@ class DataParallelWorker {
   std::vector<typename Comm::Request> requests_;
   std::any optimizer_;
   StrategyStatistics statistics_;
+  StepTimer<D> times_;
   index bytes_ = 0;
 };
 

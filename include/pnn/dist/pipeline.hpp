@@ -15,7 +15,6 @@
 
 #include <any>
 #include <array>
-#include <chrono>
 #include <deque>
 #include <map>
 #include <optional>
@@ -105,7 +104,6 @@ class StageRunner {
  public:
   using T = typename Stage::value_type;
   using D = typename Stage::device;
-  using Clock = std::chrono::steady_clock;
   static constexpr index in_features = Stage::input_shape::size;
   static constexpr index out_features = Stage::output_shape::size;
   // Message tags: micro-batch j's activations travel with tag 2j, its gradients with 2j + 1.
@@ -117,7 +115,7 @@ class StageRunner {
   template <class Rule, class LossFunction>
   T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
                const Rule& rule, const LossFunction& loss) {
-    const auto step_start = Clock::now();
+    times_.begin();
     const index batch = inputs.dim(0);
     PNN_CHECK(batch > 0, ArgumentError, "train_step: empty batch");
     const index m = Strategy::microbatches;
@@ -133,10 +131,10 @@ class StageRunner {
         TensorView<const T, 2, D> x = inputs.rows(begin, count);
         if (index_ > 0) {
           slot.input.resize({count, in_features});
-          receive(slot.input.flat(), index_ - 1, 2 * op.microbatch);
+          timed_receive(slot.input.flat(), index_ - 1, 2 * op.microbatch);
           x.rebind(slot.input.view());
         }
-        const auto compute_start = Clock::now();
+        const auto compute_start = times_.mark();
         const auto output = stage_.forward(x, slot.trace, true);
         if (last()) {
           slot.output_gradient.resize(output.shape());
@@ -144,23 +142,23 @@ class StageRunner {
                                                                       slot.output_gradient.view()));
           slot.output_gradient *= static_cast<T>(share);
         }
-        compute_ += seconds(compute_start, Clock::now());
+        times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         if (!last()) send(output.flat(), index_ + 1, 2 * op.microbatch);
       } else {
         Slot& slot = *slot_of[static_cast<std::size_t>(op.microbatch)];
         if (!last()) {
           slot.output_gradient.resize({count, out_features});
-          receive(slot.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
+          timed_receive(slot.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
         }
-        const auto compute_start = Clock::now();
+        const auto compute_start = times_.mark();
         if (index_ > 0) {
           input_gradient_.resize({count, in_features});
           stage_.backward(slot.output_gradient.view(), input_gradient_.view(), slot.trace);
-          compute_ += seconds(compute_start, Clock::now());
+          times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
           send(TensorView<const T, 1, D>(input_gradient_.flat()), index_ - 1, 2 * op.microbatch + 1);
         } else {
           stage_.backward(slot.output_gradient.view(), TensorView<T, 2, D>{}, slot.trace);
-          compute_ += seconds(compute_start, Clock::now());
+          times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         }
         release(slot);
       }
@@ -170,14 +168,12 @@ class StageRunner {
     comm_.broadcast(total.view(), stages_ - 1);
     auto& update = optimizer<Rule>();
     update.rule = rule;
-    const auto update_start = Clock::now();
+    const auto update_start = times_.mark();
     update.step(stage_.parameters());
-    compute_ += seconds(update_start, Clock::now());
+    times_.add(&StrategyStatistics::compute_seconds, update_start, times_.mark());
 
     statistics_.steps += 1;
-    statistics_.step_seconds += seconds(step_start, Clock::now());
-    statistics_.compute_seconds = compute_;
-    statistics_.communication_seconds = waiting_;
+    times_.end(statistics_);
     statistics_.bytes_communicated = bytes_;
     return static_cast<T>(total[0]);
   }
@@ -219,7 +215,11 @@ class StageRunner {
       copy(TensorView<const T, 1, D>(find(whole, mine.name()).value), mine.value);
   }
 
-  const StrategyStatistics& statistics() const { return statistics_; }
+  // Waits for the device to pass the last step's marks (core/timeline.hpp).
+  const StrategyStatistics& statistics() {
+    times_.settle(statistics_);
+    return statistics_;
+  }
   index max_live_microbatches() const { return max_live_; }
   Stage& stage() { return stage_; }
 
@@ -231,7 +231,6 @@ class StageRunner {
     bool busy = false;
   };
 
-  static double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
   bool last() const { return index_ == stages_ - 1; }
 
   Slot& acquire() {
@@ -249,10 +248,15 @@ class StageRunner {
   void release(Slot& slot) { slot.busy = false; }
 
   void receive(TensorView<T, 1, D> data, int source, index tag) {
-    const auto start = Clock::now();
     comm_.receive(data, source, static_cast<int>(tag));
-    waiting_ += seconds(start, Clock::now());
     bytes_ += data.size() * static_cast<index>(sizeof(T));
+  }
+  // In a training step: the wait is the step's communication time (on a GPU, the compute stream idle
+  // until the data has arrived).
+  void timed_receive(TensorView<T, 1, D> data, int source, index tag) {
+    const auto start = times_.mark();
+    receive(data, source, tag);
+    times_.add(&StrategyStatistics::communication_seconds, start, times_.mark());
   }
   void send(TensorView<const T, 1, D> data, int destination, index tag) {
     comm_.send(data, destination, static_cast<int>(tag));
@@ -279,7 +283,7 @@ class StageRunner {
   Tensor<T, 2, D> input_gradient_, prediction_input_, prediction_;
   std::any optimizer_;
   StrategyStatistics statistics_;
-  double compute_ = 0, waiting_ = 0;
+  StepTimer<D> times_;
   index bytes_ = 0, max_live_ = 0;
 };
 
@@ -328,8 +332,8 @@ class PipelineWorker {
   void scatter(const Model& whole) {
     std::visit([&](auto& runner) { runner.scatter(whole); }, runner_);
   }
-  const StrategyStatistics& statistics() const {
-    return std::visit([](const auto& runner) -> const StrategyStatistics& { return runner.statistics(); }, runner_);
+  const StrategyStatistics& statistics() {
+    return std::visit([](auto& runner) -> const StrategyStatistics& { return runner.statistics(); }, runner_);
   }
   index max_live_microbatches() const {
     return std::visit([](const auto& runner) { return runner.max_live_microbatches(); }, runner_);

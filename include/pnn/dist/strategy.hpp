@@ -10,10 +10,12 @@
 #pragma once
 
 #include <array>
-#include <chrono>
 #include <cstddef>
+#include <utility>
+#include <vector>
 
 #include "pnn/core/config.hpp"
+#include "pnn/core/timeline.hpp"
 #include "pnn/dist/communicator.hpp"
 #include "pnn/dist/local.hpp"
 
@@ -69,16 +71,15 @@ struct DistributedOptions {
   bool overlap = true;                 // data parallel: reduce buckets while backward runs
 };
 
-// What a strategy measured over the steps so far, on the host's clock. On the CPU the work runs when it
-// is called, so these are the work's times. On a GPU a call only enqueues kernels: step_seconds still
-// spans the step (which waits for its loss), but the compute, communication and exposed times measure
-// enqueueing, not the device, and hidden_fraction() and bubble_fraction() say nothing there.
+// What a strategy measured over the steps so far, in the time of the model's device (core/timeline.hpp):
+// on the cpu the host's clock, on a GPU events on the compute stream, so that there too compute time is
+// the device computing and exposed time is the device idle, waiting for reductions.
 struct StrategyStatistics {
   index steps = 0;
-  double step_seconds = 0;        // wall time inside train_step
-  double compute_seconds = 0;     // forward, loss and backward
-  double communication_seconds = 0;  // all-reduce (data parallel) or send/receive waits (pipeline)
-  double exposed_seconds = 0;     // data parallel: time waiting for reductions after backward ended
+  double step_seconds = 0;        // from the step's start to its end, the update included
+  double compute_seconds = 0;     // forward, loss and backward (pipeline: and the update)
+  double communication_seconds = 0;  // all-reduce in flight (data parallel), waiting to receive (pipeline)
+  double exposed_seconds = 0;     // data parallel: waiting for reductions after backward ended
   index bytes_communicated = 0;
   double hidden_fraction() const {  // the part of the all-reduce time hidden behind backward
     return communication_seconds > 0 ? 1 - exposed_seconds / communication_seconds : 0;
@@ -86,6 +87,56 @@ struct StrategyStatistics {
   double bubble_fraction() const {  // pipeline: idle part of the step
     return step_seconds > 0 ? 1 - compute_seconds / step_seconds : 0;
   }
+};
+
+// A strategy's step times, kept as marks on the device's timeline and added to StrategyStatistics once
+// the device has passed them. On a GPU a step returns before its last work (the update) is done, and
+// waiting for it would hold back the host's enqueueing of the next step; so each step's times are added
+// at the end of the step after it (whose loss needed the updated weights: its marks are passed by then)
+// or when the statistics are read, which waits for them.
+template <class D>
+class StepTimer {
+ public:
+  using Mark = typename Timeline<D>::Mark;
+  using Field = double StrategyStatistics::*;
+
+  // Starts a step: its first mark. Marks of an unfinished step (one that threw) are dropped.
+  Mark begin() {
+    current_.timeline.clear();
+    current_.spans.clear();
+    current_.start = current_.timeline.mark();
+    return current_.start;
+  }
+  Mark mark() { return current_.timeline.mark(); }
+  // Adds the time between two of this step's marks to `field`.
+  void add(Field field, Mark from, Mark to) { current_.spans.push_back({field, from, to}); }
+  // Ends the step: its whole span is step_seconds. Adds the step before it to `statistics`.
+  void end(StrategyStatistics& statistics) {
+    add(&StrategyStatistics::step_seconds, current_.start, mark());
+    settle(statistics);
+    std::swap(current_, pending_);
+    pending_full_ = true;
+  }
+  // Adds the ended steps' times not yet added, waiting for the device to pass their marks.
+  void settle(StrategyStatistics& statistics) {
+    if (!pending_full_) return;
+    pending_.timeline.wait();
+    for (const Span& span : pending_.spans) statistics.*span.field += pending_.timeline.seconds(span.from, span.to);
+    pending_full_ = false;
+  }
+
+ private:
+  struct Span {
+    Field field;
+    Mark from, to;
+  };
+  struct Step {
+    Timeline<D> timeline;
+    std::vector<Span> spans;
+    Mark start{};
+  };
+  Step current_, pending_;
+  bool pending_full_ = false;
 };
 
 // ----- compile-time checks of split points ----------------------------------------------------------------
