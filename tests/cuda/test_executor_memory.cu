@@ -336,21 +336,28 @@ TEST_CASE("cuda.memory.freed_blocks_are_reused" * needs_gpu()) {
 }
 
 TEST_CASE("cuda.timeline.measures_the_device_not_the_host" * needs_gpu()) {
+  // The first launch loads the kernel and the first mark creates an event: not what this times.
+  spin_kernel<<<1, 1, 0, cuda_stream()>>>(0);
+  PNN_CUDA_CHECK_LAUNCH("spin_kernel");
   Timeline<cuda> timeline;
+  (void)timeline.mark();
+  timeline.wait();
+  timeline.clear();
+
   const auto host_start = std::chrono::steady_clock::now();
   const auto before = timeline.mark();
-  spin_kernel<<<1, 1, 0, cuda_stream()>>>(200'000'000);  // 0.2 s
+  spin_kernel<<<1, 1, 0, cuda_stream()>>>(500'000'000);  // 0.5 s
   PNN_CUDA_CHECK_LAUNCH("spin_kernel");
   const auto after = timeline.mark();
   const double enqueue_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - host_start).count();
-  CHECK(enqueue_seconds < 0.1);  // taking marks does not wait for the device
+  CHECK(enqueue_seconds < 0.25);  // taking marks does not wait for the device
   CHECK_FALSE(timeline.ready());
   CHECK_THROWS_AS((void)timeline.seconds(before, after), CudaError);  // not passed yet: cudaErrorNotReady
   timeline.wait();
   CHECK(timeline.ready());
   const double spun = timeline.seconds(before, after);
-  CHECK(spun >= 0.19);
-  CHECK(spun < 2.0);
+  CHECK(spun >= 0.49);
+  CHECK(spun < 5.0);
   CHECK(timeline.seconds(after, before) == doctest::Approx(-spun));
 
   // Cleared, the timeline records its events again.

@@ -187,7 +187,8 @@ TEST_CASE("nccl.three_stage_pipeline_equals_serial_training" * needs_gpus(3)) {
 }
 
 // Over NCCL the reductions run on their own stream: the statistics' events on the compute stream time
-// how long it waited for them (exposed) and since the first bucket was handed over (communication).
+// how long it waited for them (exposed) and since the first bucket was handed over (communication), so
+// the relations hold for the device's times too.
 TEST_CASE("nccl.data_parallel_statistics_time_the_device" * needs_gpu()) {
   const auto data = testing::device_data(40, 12, 4);
   Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});

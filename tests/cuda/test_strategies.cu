@@ -33,8 +33,8 @@ TEST_CASE("cuda.pipeline.equals_serial_training" * needs_gpu()) {
   }
 }
 
-// The statistics are events on the GPU's compute stream (cuda/timeline.cuh): they keep the relations of
-// times on one clock, and compute time is the device's.
+// The strategies' statistics with cuda models keep the relations of times on one clock. (A host clock
+// would keep them too: that Timeline<cuda> times the device is cuda.timeline's test, test_cuda.)
 TEST_CASE("cuda.strategies.statistics_time_the_device" * needs_gpu()) {
   const auto data = testing::device_data(40, 12, 4);
   Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});

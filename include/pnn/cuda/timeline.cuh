@@ -8,6 +8,7 @@
 // driving another device (Distributed's caller, reading its ranks' statistics) may ask.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -48,7 +49,7 @@ class Timeline<cuda> {
       device_ = device;
     }
     if (used_ == events_.size()) {
-      events_.reserve(events_.size() + 1);  // before creating: push_back cannot then throw and leak it
+      events_.reserve(std::max<std::size_t>(16, 2 * events_.size()));  // before creating: push_back cannot then throw and leak it
       cudaEvent_t event = nullptr;
       PNN_CUDA_CHECK(cudaEventCreate(&event));  // with timing: not cudaEventDisableTiming
       events_.push_back(event);
@@ -86,15 +87,15 @@ class Timeline<cuda> {
   std::size_t size() const { return used_; }
 
  private:
+  // Never throws: report() stays quiet when the runtime is already unloading at process exit.
   void destroy_events() noexcept {
     if (events_.empty()) return;
-    try {
-      const cuda_detail::DeviceGuard guard(device_);
-      // A recorded event may be destroyed before it completes: CUDA releases it once it does.
-      for (cudaEvent_t event : events_) cuda_detail::report(cudaEventDestroy(event), "cudaEventDestroy");
-    } catch (const std::exception& error) {
-      std::fprintf(stderr, "pnn: destroying a timeline's events failed: %s\n", error.what());
-    }
+    int previous = device_;
+    cuda_detail::report(cudaGetDevice(&previous), "cudaGetDevice");
+    if (previous != device_) cuda_detail::report(cudaSetDevice(device_), "cudaSetDevice");
+    // A recorded event may be destroyed before it completes: CUDA releases it once it does.
+    for (cudaEvent_t event : events_) cuda_detail::report(cudaEventDestroy(event), "cudaEventDestroy");
+    if (previous != device_) cuda_detail::report(cudaSetDevice(previous), "cudaSetDevice");
     events_.clear();
     used_ = 0;
   }

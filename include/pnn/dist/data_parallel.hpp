@@ -88,11 +88,11 @@ class DataParallelWorker {
 
     // Statistics: reductions were in flight from the first bucket's start until `reduced`; the part
     // after backward ended was exposed, the rest hidden behind backward.
-    statistics_.steps += 1;
     times_.add(&StrategyStatistics::compute_seconds, step_start, backward_end);
     times_.add(&StrategyStatistics::exposed_seconds, backward_end, reduced);
     if (!buckets_.empty()) times_.add(&StrategyStatistics::communication_seconds, first_reduction, reduced);
     times_.end(statistics_);
+    statistics_.steps += 1;
     statistics_.bytes_communicated = bytes_;
     return static_cast<T>(total_loss[0]);
   }

@@ -131,7 +131,7 @@ class StageRunner {
         TensorView<const T, 2, D> x = inputs.rows(begin, count);
         if (index_ > 0) {
           slot.input.resize({count, in_features});
-          timed_receive(slot.input.flat(), index_ - 1, 2 * op.microbatch);
+          receive(slot.input.flat(), index_ - 1, 2 * op.microbatch);
           x.rebind(slot.input.view());
         }
         const auto compute_start = times_.mark();
@@ -148,7 +148,7 @@ class StageRunner {
         Slot& slot = *slot_of[static_cast<std::size_t>(op.microbatch)];
         if (!last()) {
           slot.output_gradient.resize({count, out_features});
-          timed_receive(slot.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
+          receive(slot.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
         }
         const auto compute_start = times_.mark();
         if (index_ > 0) {
@@ -172,8 +172,8 @@ class StageRunner {
     update.step(stage_.parameters());
     times_.add(&StrategyStatistics::compute_seconds, update_start, times_.mark());
 
-    statistics_.steps += 1;
     times_.end(statistics_);
+    statistics_.steps += 1;
     statistics_.bytes_communicated = bytes_;
     return static_cast<T>(total[0]);
   }
@@ -184,13 +184,13 @@ class StageRunner {
     TensorView<const T, 2, D> x = inputs;
     if (index_ > 0) {
       prediction_input_.resize({batch, in_features});
-      receive(prediction_input_.flat(), index_ - 1, prediction_tag);
+      comm_.receive(prediction_input_.flat(), index_ - 1, static_cast<int>(prediction_tag));
       x.rebind(prediction_input_.view());
     }
     const auto output = stage_.predict(x);
     constexpr index final_features = Whole::output_shape::size;
     prediction_.resize({batch, final_features});
-    if (!last()) send(output.flat(), index_ + 1, prediction_tag);
+    if (!last()) comm_.send(output.flat(), index_ + 1, static_cast<int>(prediction_tag));
     else copy(output.flat(), prediction_.flat());
     comm_.broadcast(prediction_.flat(), stages_ - 1);
     return prediction_.view();
@@ -247,16 +247,13 @@ class StageRunner {
   }
   void release(Slot& slot) { slot.busy = false; }
 
+  // A training step's messages, counted in its statistics (predictions are not): the wait to receive is
+  // communication time (on a GPU, the compute stream idle until the data has arrived).
   void receive(TensorView<T, 1, D> data, int source, index tag) {
-    comm_.receive(data, source, static_cast<int>(tag));
-    bytes_ += data.size() * static_cast<index>(sizeof(T));
-  }
-  // In a training step: the wait is the step's communication time (on a GPU, the compute stream idle
-  // until the data has arrived).
-  void timed_receive(TensorView<T, 1, D> data, int source, index tag) {
     const auto start = times_.mark();
-    receive(data, source, tag);
+    comm_.receive(data, source, static_cast<int>(tag));
     times_.add(&StrategyStatistics::communication_seconds, start, times_.mark());
+    bytes_ += data.size() * static_cast<index>(sizeof(T));
   }
   void send(TensorView<const T, 1, D> data, int destination, index tag) {
     comm_.send(data, destination, static_cast<int>(tag));

@@ -71,9 +71,13 @@ struct DistributedOptions {
   bool overlap = true;                 // data parallel: reduce buckets while backward runs
 };
 
-// What a strategy measured over the steps so far, in the time of the model's device (core/timeline.hpp):
-// on the cpu the host's clock, on a GPU events on the compute stream, so that there too compute time is
-// the device computing and exposed time is the device idle, waiting for reductions.
+// What a strategy measured over its training steps so far (predictions are not counted), in the time of
+// the model's device (core/timeline.hpp): on the cpu the host's clock; on a GPU events on the compute
+// stream, so that a span runs from when the device reached its first mark to when it reached its last:
+// compute spans hold the stream's forward and backward work (with any gaps where it waited for the host
+// to enqueue more), exposed time is the stream waiting for reductions, a pipeline's communication time
+// the stream waiting for a message. Read through the strategy's statistics(), which first waits for the
+// device to pass the last step's marks; not while a step runs.
 struct StrategyStatistics {
   index steps = 0;
   double step_seconds = 0;        // from the step's start to its end, the update included
@@ -121,7 +125,11 @@ class StepTimer {
   void settle(StrategyStatistics& statistics) {
     if (!pending_full_) return;
     pending_.timeline.wait();
-    for (const Span& span : pending_.spans) statistics.*span.field += pending_.timeline.seconds(span.from, span.to);
+    StrategyStatistics times{};  // all or nothing: a failure leaves the step to a later settle()
+    for (const Span& span : pending_.spans) times.*span.field += pending_.timeline.seconds(span.from, span.to);
+    for (Field field : {&StrategyStatistics::step_seconds, &StrategyStatistics::compute_seconds,
+                        &StrategyStatistics::communication_seconds, &StrategyStatistics::exposed_seconds})
+      statistics.*field += times.*field;
     pending_full_ = false;
   }
 
