@@ -125,11 +125,9 @@ class StepTimer {
   void settle(StrategyStatistics& statistics) {
     if (!pending_full_) return;
     pending_.timeline.wait();
-    StrategyStatistics times{};  // all or nothing: a failure leaves the step to a later settle()
-    for (const Span& span : pending_.spans) times.*span.field += pending_.timeline.seconds(span.from, span.to);
-    for (Field field : {&StrategyStatistics::step_seconds, &StrategyStatistics::compute_seconds,
-                        &StrategyStatistics::communication_seconds, &StrategyStatistics::exposed_seconds})
-      statistics.*field += times.*field;
+    StrategyStatistics added = statistics;  // all or nothing: a failure leaves the step to a later settle()
+    for (const Span& span : pending_.spans) added.*span.field += pending_.timeline.seconds(span.from, span.to);
+    statistics = added;
     pending_full_ = false;
   }
 
