@@ -8,7 +8,7 @@
 #                                                 # for 300 steps
 #   bash scripts/gpu-check.sh sanitize [TOOL...]  # on the GPU machine: both CUDA test programs under each
 #                                                 # compute-sanitizer TOOL in turn (default: memcheck
-#                                                 # racecheck synccheck initcheck)
+#                                                 # synccheck initcheck racecheck)
 #   bash scripts/gpu-check.sh bench [ARG...]      # on the GPU machine: bench/gpu/run.sh --prebuilt build-gpu
 #                                                 # (the ARGs go to bench/gpu/compare.py, e.g. --quick)
 #
@@ -17,7 +17,9 @@
 #   1. bash scripts/gpu-check.sh tests
 #   2. bash scripts/gpu-check.sh sanitize memcheck
 #   3. bash scripts/gpu-check.sh bench --quick
-#   4. bash scripts/gpu-check.sh sanitize racecheck synccheck initcheck   (what it has no time for, it names)
+#   4. bash scripts/gpu-check.sh sanitize synccheck initcheck racecheck   (what it has no time for, it names;
+#      racecheck, the slowest, last). A report from inside NCCL's or cuBLAS's kernels names the kernel:
+#      read it before blaming pnn.
 # A call stops starting steps once $PNN_CALL_BUDGET seconds (default 570) are spent, and stops a step that
 # outlasts its own timeout ($PNN_STEP_TIMEOUT, default 270) or the budget left; either is reported, the
 # script goes on with the next step and exits non-zero at the end.
@@ -25,7 +27,11 @@
 # build-gpu/ is self-contained (about 40 MiB with the data): the GPU machine needs no Meson configuration,
 # compiler or dataset package, only the CUDA driver and the shared libraries (cudart, cuBLAS, NCCL), taken
 # from the toolkit or else from python3's pip wheels (bench/gpu/cuda_libraries.sh). The tests run with
-# PNN_REQUIRE_GPU=1: on a machine whose GPU is unusable they fail instead of skipping every GPU case.
+# PNN_REQUIRE_GPU=1: on a machine whose GPU is unusable they fail instead of skipping every GPU case, and
+# under compute-sanitizer with PNN_UNDER_SANITIZER=TOOL, which skips the checks of host-side timing that a
+# tool's blocking launches would fail. bench runs with PNN_REQUIRE_TORCH=1: without PyTorch it fails.
+# The test programs' output is line-buffered (tests/doctest_main.cpp), so a step stopped by its timeout
+# still shows the last test case it reached.
 # Results go to $PNN_RESULTS_DIR, else $OUT when that is set, else build-gpu/results: the whole output of
 # a call in one log file there (tests.log, sanitize.log, bench.log; bench also writes its CSV and JSONL
 # files: 6 files in all, within the 8 a GPU machine sends back).
@@ -66,7 +72,7 @@ build)
 tests)
   [ $# -eq 0 ] || { echo "gpu-check.sh: tests takes no arguments (results go to \$PNN_RESULTS_DIR)" >&2; exit 2; } ;;
 sanitize|bench) ;;
-*) sed -n 2,31p "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n 2,37p "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 
 results=${PNN_RESULTS_DIR:-${OUT:-$gpu/results}}
@@ -102,6 +108,9 @@ run_mode() {
   [ -f "$gpu/commit" ] &&
     echo "gpu-check.sh: binaries built from $(cat "$gpu/commit"), tree at $(git rev-parse HEAD 2>/dev/null || echo '?')"
   export PATH="$PATH:/usr/local/cuda/bin"
+  chmod +x "$gpu"/{test_cuda,test_cuda_dist,train_cnn_cuda,step_time,bandwidth,gemm} 2>/dev/null
+  export NCCL_DEBUG=${NCCL_DEBUG:-WARN}  # why NCCL failed to start, should it
+  export PYTHONUNBUFFERED=1
   source bench/gpu/cuda_libraries.sh
   use_cuda_libraries "$(command -v python3)" "$gpu"/{test_cuda,test_cuda_dist,train_cnn_cuda,step_time} || return 1
   echo "gpu-check.sh: LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
@@ -122,15 +131,15 @@ run_mode() {
     # --error-exitcode turns a report into a failed step. The tests make failing CUDA calls on purpose
     # (cudaSetDevice(-1) in test_executor_memory.cu), which are not the sanitizer's findings.
     local tools=("$@")
-    [ ${#tools[@]} -gt 0 ] || tools=(memcheck racecheck synccheck initcheck)
+    [ ${#tools[@]} -gt 0 ] || tools=(memcheck synccheck initcheck racecheck)
     for tool in "${tools[@]}"; do
       for binary in test_cuda test_cuda_dist; do
-        step "sanitizer_${tool}_$binary" compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
-          --report-api-errors no "$gpu/$binary" --duration=true
+        PNN_UNDER_SANITIZER=$tool step "sanitizer_${tool}_$binary" compute-sanitizer --tool "$tool" \
+          --error-exitcode 99 --print-limit 20 --report-api-errors no "$gpu/$binary" --duration=true
       done
     done ;;
   bench)
-    step_timeout=$budget step bench bash bench/gpu/run.sh --prebuilt "$gpu" --results "$results" "$@" ;;
+    PNN_REQUIRE_TORCH=1 step_timeout=$budget step bench bash bench/gpu/run.sh --prebuilt "$gpu" --results "$results" "$@" ;;
   esac
 
   if [ ${#failures[@]} -gt 0 ]; then

@@ -73,8 +73,13 @@ def run_lines(command, timeout, journal=None, **fields):
         if journal:
             journal.write(line)
 
-    # The program's stderr goes straight to ours; its stdout is read as it prints.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # The program's stderr goes straight to ours; its stdout is read as it prints. PyTorch gets the library
+    # path from before pnn's CUDA libraries were put on it (bench/gpu/cuda_libraries.sh), so that it loads
+    # its own wheels' cuBLAS and NCCL.
+    environment = os.environ.copy()
+    if command[1:] and command[1].endswith(".py") and "PNN_LD_LIBRARY_PATH_BEFORE" in environment:
+        environment["LD_LIBRARY_PATH"] = environment["PNN_LD_LIBRARY_PATH_BEFORE"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
     expired = threading.Event()
 
     def stop():

@@ -10,12 +10,15 @@
 # PYTHON's pip nvidia-* wheels (CUDA 13 wheels keep cudart and cuBLAS in nvidia/cu13/lib, NCCL in
 # nvidia/nccl/lib; CUDA 12 ones cuBLAS in nvidia/cublas/lib). The toolkit's folders go first on the path,
 # so a wheel folder added for one library never shadows another one the toolkit holds: versions are not
-# mixed. Returns non-zero, naming them, when libraries are still not found.
+# mixed. Returns non-zero, naming them, when libraries are still not found. The path from before the
+# first call stays in PNN_LD_LIBRARY_PATH_BEFORE, for PyTorch, which must find its own wheels' libraries.
 # shellcheck shell=bash
 
 use_cuda_libraries() {
   local python=$1
   shift
+  # The path as it was before the first call, for programs that bring their own CUDA libraries (PyTorch).
+  [ -n "${PNN_LD_LIBRARY_PATH_BEFORE+set}" ] || export PNN_LD_LIBRARY_PATH_BEFORE="${LD_LIBRARY_PATH:-}"
   local toolkit=(/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib) wheels=()
   [ -n "$python" ] && mapfile -t wheels < <("$python" -c '
 import os, nvidia

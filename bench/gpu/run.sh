@@ -80,20 +80,33 @@ else
 fi
 [ $build_only -eq 1 ] && { echo "run.sh: built into $bin" >&2; exit 0; }
 
+# PyTorch runs with the library path it was started with, not the one set below for pnn's binaries
+# (torch's own CUDA wheels must not be shadowed by the toolkit's libraries): cuda_libraries.sh keeps it.
+torch_library_path=${PNN_LD_LIBRARY_PATH_BEFORE-${LD_LIBRARY_PATH:-}}
 python=""
+why_no_torch=""
 for candidate in "${PNN_PYTHON:-}" python3 /usr/bin/python3; do
   [ -n "$candidate" ] || continue
   command -v "$candidate" >/dev/null || continue
-  if "$candidate" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  if why=$(LD_LIBRARY_PATH=$torch_library_path "$candidate" -c \
+      'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "torch.cuda.is_available() is False")' 2>&1); then
     python=$(command -v "$candidate"); break
   fi
+  why_no_torch+="  $candidate: $(printf '%s' "$why" | tail -n 1)"$'\n'
 done
 source bench/gpu/cuda_libraries.sh
 use_cuda_libraries "${python:-python3}" "${programs[@]/#/$bin/}" || exit 1
 driver=$(command -v python3 || echo /usr/bin/python3)
 if [ -z "$python" ]; then
   echo "run.sh: no Python with a CUDA-enabled torch found (set PNN_PYTHON): PyTorch's side is skipped" >&2
+  printf '%s' "$why_no_torch" >&2
 else
   driver=$python
 fi
-exec "$driver" bench/gpu/compare.py --bin "$bin" --python "$python" "${pass[@]}"
+"$driver" bench/gpu/compare.py --bin "$bin" --python "$python" "${pass[@]}"
+status=$?
+if [ -z "$python" ] && [ "${PNN_REQUIRE_TORCH:-0}" = 1 ]; then
+  echo "run.sh: PNN_REQUIRE_TORCH=1 and PyTorch's side was skipped: failing" >&2
+  exit 1
+fi
+exit $status

@@ -55,6 +55,13 @@ inline int gpu_count() {
   return count;
 }
 
+// Whether the program runs under compute-sanitizer: scripts/gpu-check.sh sets PNN_UNDER_SANITIZER to the
+// tool's name. Some tools make launches wait for their kernels, so checks of host-side timing skip.
+inline bool under_sanitizer() {
+  const char* tool = std::getenv("PNN_UNDER_SANITIZER");
+  return tool != nullptr && *tool != '\0';
+}
+
 // Decorators: skip the test case unless the process sees a GPU, or at least `count` of them.
 inline doctest::skip needs_gpu() { return doctest::skip(gpu_count() == 0); }
 inline doctest::skip needs_gpus(int count) {

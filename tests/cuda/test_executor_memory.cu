@@ -320,9 +320,7 @@ TEST_CASE("cuda.memory.freed_blocks_are_reused" * needs_gpu()) {
   // allocation below whether freed blocks are reused or not: give the free memory back to the driver
   // first, once the frees enqueued on the streams have run.
   PNN_CUDA_CHECK(cudaDeviceSynchronize());
-  cudaMemPool_t pool = nullptr;
-  PNN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, cuda_detail::current_device()));
-  PNN_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+  PNN_CUDA_CHECK(cudaMemPoolTrimTo(cuda_memory_pool(cuda_detail::current_device()), 0));
   { Tensor<float, 1, cuda> first(Extents<1>{elements}); }
   cuda_synchronize();
   const std::uint64_t reserved = cuda_pool_reserved_bytes();
@@ -333,6 +331,36 @@ TEST_CASE("cuda.memory.freed_blocks_are_reused" * needs_gpu()) {
   }
   cuda_synchronize();
   CHECK(cuda_pool_reserved_bytes() == reserved);
+}
+
+TEST_CASE("cuda.memory.tensors_come_from_pnns_own_pool" * needs_gpu()) {
+  // Not from the device's default pool, whose settings belong to every cudaMallocAsync of the process.
+  const int device = cuda_detail::current_device();
+  cudaMemPool_t default_pool = nullptr;
+  PNN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&default_pool, device));
+  REQUIRE(cuda_memory_pool(device) != default_pool);
+  const auto used = [](cudaMemPool_t pool) {
+    std::uint64_t bytes = 0;
+    PNN_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &bytes));
+    return bytes;
+  };
+  cuda_synchronize();
+  const std::uint64_t own_before = used(cuda_memory_pool(device)), default_before = used(default_pool);
+  std::uint64_t release_threshold = 0;
+  PNN_CUDA_CHECK(cudaMemPoolGetAttribute(cuda_memory_pool(device), cudaMemPoolAttrReleaseThreshold, &release_threshold));
+  CHECK(release_threshold == UINT64_MAX);  // freed blocks are kept for reuse
+  {
+    Tensor<float, 1, cuda> tensor(Extents<1>{pnn::index{1} << 22});  // 16 MiB
+    cuda_synchronize();
+    CHECK(used(cuda_memory_pool(device)) >= own_before + (std::uint64_t{16} << 20));
+    CHECK(used(default_pool) == default_before);
+    cudaPointerAttributes attributes{};
+    PNN_CUDA_CHECK(cudaPointerGetAttributes(&attributes, tensor.data()));
+    CHECK(attributes.type == cudaMemoryTypeDevice);
+    CHECK(attributes.device == device);
+  }
+  cuda_synchronize();
+  CHECK(used(cuda_memory_pool(device)) == own_before);
 }
 
 TEST_CASE("cuda.timeline.measures_the_device_not_the_host" * needs_gpu()) {
@@ -350,9 +378,13 @@ TEST_CASE("cuda.timeline.measures_the_device_not_the_host" * needs_gpu()) {
   PNN_CUDA_CHECK_LAUNCH("spin_kernel");
   const auto after = timeline.mark();
   const double enqueue_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - host_start).count();
-  CHECK(enqueue_seconds < 0.25);  // taking marks does not wait for the device
-  CHECK_FALSE(timeline.ready());
-  CHECK_THROWS_AS((void)timeline.seconds(before, after), CudaError);  // not passed yet: cudaErrorNotReady
+  // Taking marks does not wait for the device. Under compute-sanitizer (scripts/gpu-check.sh says so) a
+  // launch may wait for the kernel, which is the tool's doing, not pnn's.
+  if (!testing::under_sanitizer()) {
+    CHECK(enqueue_seconds < 0.25);
+    CHECK_FALSE(timeline.ready());
+    CHECK_THROWS_AS((void)timeline.seconds(before, after), CudaError);  // not passed yet: cudaErrorNotReady
+  }
   timeline.wait();
   CHECK(timeline.ready());
   const double spun = timeline.seconds(before, after);

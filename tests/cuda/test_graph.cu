@@ -88,6 +88,67 @@ void check_graph_training(int steps, Schedule schedule, int reset_at, pnn::index
 
 constexpr auto same_rule = [](int, SGD&) {};
 
+// Trains two cuda copies from one seed for `steps` steps on the same batches: one eagerly, the other through
+// a CudaGraphStep except at step `eager_at`, where it too trains eagerly, on a batch of `eager_rows` rows
+// (after resetting both optimisers if `reset`). The two must end with the same weights and buffers.
+template <class Net>
+void check_eager_step_between_replays(int steps, int eager_at, pnn::index eager_rows, bool reset,
+                                      pnn::index expected_captures) {
+  using DeviceNet = typename Net::template on<cuda>;
+  DeviceNet eager(5), graphed(5);
+  const SGD rule{.learning_rate = 0.05, .momentum = 0.9};
+  Optimizer<SGD, float, cuda> eager_optimizer(rule), graph_optimizer(rule);
+  CudaGraphStep step(graphed, graph_optimizer, batch);
+  for (int i = 0; i < steps; ++i) {
+    CAPTURE(i);
+    const pnn::index rows = i == eager_at ? eager_rows : batch;
+    const auto x = to_device(
+        random_tensor<float>(Extents<2>{rows, Net::input_shape::size}, 300 + static_cast<std::uint64_t>(i), 0, 1));
+    const auto y = to_device(random_labels(rows, 400 + static_cast<std::uint64_t>(i)));
+    if (i == eager_at && reset) {
+      eager_optimizer.reset();
+      graph_optimizer.reset();
+    }
+    eager.train_step(testing::const_view(x), testing::const_view(y), eager_optimizer, SoftmaxCrossEntropy{});
+    if (i == eager_at)
+      graphed.train_step(testing::const_view(x), testing::const_view(y), graph_optimizer, SoftmaxCrossEntropy{});
+    else
+      step.run(testing::const_view(x), testing::const_view(y));
+  }
+  CHECK(step.captures() == expected_captures);
+  check_close("weights: graph against eager cuda", testing::to_host(eager.parameter_values()),
+              graphed.parameter_values(), 1e-5);
+  check_close("buffers: graph against eager cuda", testing::to_host(eager.buffer_values()), graphed.buffer_values(),
+              1e-5);
+}
+
+// A layer that keeps a buffer it replaces on every forward pass (identity otherwise): what a captured
+// step must refuse, since a replay would allocate the buffer anew each time.
+struct ReplacesAKeptBuffer {
+  template <class T, class D, class In>
+  class layer : public WithoutParameters {
+   public:
+    using value_type = T;
+    using device = D;
+    using input_shape = In;
+    using output_shape = In;
+    struct State {};
+    static std::string name() { return "ReplacesAKeptBuffer"; }
+    void forward(TensorView<const T, 2, D> x, TensorView<T, 2, D> y, State&, const Context&) {
+      kept_ = Tensor<T, 1, D>(Extents<1>{++passes_});
+      y = x;
+    }
+    void backward(TensorView<const T, 2, D>, TensorView<const T, 2, D>, TensorView<const T, 2, D> dy,
+                  TensorView<T, 2, D> dx, State&, const Context&) const {
+      if (dx) dx = dy;
+    }
+
+   private:
+    Tensor<T, 1, D> kept_;
+    pnn::index passes_ = 0;
+  };
+};
+
 }  // namespace
 
 TEST_CASE("cuda.graph.replays_train_as_eager_steps" * needs_gpu()) {
@@ -108,26 +169,13 @@ TEST_CASE("cuda.graph.recaptures_after_a_new_learning_rate_or_a_reset" * needs_g
 TEST_CASE("cuda.graph.recaptures_after_a_reset_followed_by_eager_steps" * needs_gpu()) {
   // The model may train eagerly between replays; after a reset and such a step the optimiser has counted a
   // step again, but its momentum buffers are new: the graph must not replay onto the freed ones.
-  using DeviceNet = Mlp::on<cuda>;
-  DeviceNet eager(5), graphed(5);
-  const SGD rule{.learning_rate = 0.05, .momentum = 0.9};
-  Optimizer<SGD, float, cuda> eager_optimizer(rule), graph_optimizer(rule);
-  CudaGraphStep step(graphed, graph_optimizer, batch);
-  for (int i = 0; i < 8; ++i) {
-    CAPTURE(i);
-    const auto x = to_device(images<Mlp>(i));
-    const auto y = to_device(random_labels(batch, 300 + static_cast<std::uint64_t>(i)));
-    if (i == 4) {
-      eager_optimizer.reset();
-      graph_optimizer.reset();
-    }
-    eager.train_step(testing::const_view(x), testing::const_view(y), eager_optimizer, SoftmaxCrossEntropy{});
-    if (i == 4) graphed.train_step(testing::const_view(x), testing::const_view(y), graph_optimizer, SoftmaxCrossEntropy{});
-    else step.run(testing::const_view(x), testing::const_view(y));
-  }
-  CHECK(step.captures() == 2);
-  check_close("weights: graph against eager cuda", testing::to_host(eager.parameter_values()),
-              graphed.parameter_values(), 1e-5);
+  check_eager_step_between_replays<Mlp>(8, 4, batch, /*reset=*/true, 2);
+}
+
+TEST_CASE("cuda.graph.eager_steps_with_a_larger_batch_between_replays" * needs_gpu()) {
+  // The step's activations and gradient scratch are its own: an eager step with twice the batch, which
+  // reallocates the model's own scratch, leaves the replays writing nothing freed (memcheck would say).
+  check_eager_step_between_replays<Cnn>(6, 3, 2 * batch, /*reset=*/false, 1);
 }
 
 TEST_CASE("cuda.graph.refuses_other_shapes_and_reports_bad_labels" * needs_gpu()) {
@@ -151,4 +199,23 @@ TEST_CASE("cuda.graph.refuses_other_shapes_and_reports_bad_labels" * needs_gpu()
   CHECK(std::isfinite(step.loss()));
   CHECK(CudaGraphStep(model, optimizer, batch).captured() == false);
   CHECK_THROWS_AS(CudaGraphStep(model, optimizer, 0), ArgumentError);
+}
+
+TEST_CASE("cuda.graph.refuses_a_step_that_keeps_memory_it_allocates" * needs_gpu()) {
+  using Net = Sequential<Input<20>, Dense<16>, ReplacesAKeptBuffer, Dense<10>>::on<cuda>;
+  Net model(8);
+  Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});
+  CudaGraphStep step(model, optimizer, batch);
+  const auto x = images<Mlp>(0);
+  const auto y = random_labels(batch, 9);
+  CHECK_THROWS_WITH_AS(step.run(testing::const_view(x), testing::const_view(y)),
+                       doctest::Contains("allocates 1 block(s) of device memory that outlive it and releases 1"),
+                       CudaError);
+  CHECK_FALSE(step.captured());
+  CHECK(step.steps() == 1);  // the eager step before the capture
+  // The failed capture left pnn's stream usable.
+  Tensor<float, 1, cuda> ones(Extents<1>{1000});
+  ones.view() = ones + 1.0f;
+  CHECK(maximum(ones) == 1.0f);
+  CHECK(sum(ones) == 1000.0f);
 }

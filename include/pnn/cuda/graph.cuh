@@ -18,9 +18,11 @@
 // is then captured on pnn's compute stream (nothing runs during the capture) and instantiated; every later
 // run() copies the batch into the step's own input and target buffers and launches the graph. Memory the
 // step allocates and frees within itself (kernel scratch) becomes the graph's own allocation nodes, since
-// pnn allocates with cudaMallocAsync; nothing else may be (re)allocated while capturing. Such a graph
-// allocation has no pointer attributes until the graph runs, so DeviceTraits<cuda>::deallocate must free it
-// on the capturing stream without asking cudaPointerGetAttributes which device holds it.
+// pnn allocates stream-ordered; nothing else may be (re)allocated while capturing, and the capture checks
+// it (runtime.cuh's CaptureLedger): a buffer that a layer first allocates, grows or replaces inside the step
+// makes the capture fail with a CudaError saying so, where a replay would silently lose its contents. Such
+// a graph allocation has no pointer attributes until the graph runs, so DeviceTraits<cuda>::deallocate
+// frees it on the capturing stream without asking cudaPointerGetAttributes which device holds it.
 //
 // What a captured step may not do, and so what this header rejects:
 //   - return a value to the host. The loss is computed into device memory here (CudaDeviceLoss below:
@@ -41,8 +43,9 @@
 // buffers are freed): the next run() drops the graph, steps eagerly and captures again.
 //
 // Lifetime and threads: the model and the optimiser must outlive the step and stay where they are (the
-// graph holds their device addresses). Between replays the model may be used eagerly, but not with a
-// larger batch than this step's: that would reallocate the model's gradient buffers the graph writes to.
+// graph holds their device addresses). Between replays the model may be used eagerly with any batch: the
+// step's activations and gradient scratch are its own (its Trace), and the model's parameter gradients
+// never change size.
 // While run() captures (its first call, and after a hyper-parameter change) no other thread may enqueue
 // work for this device on pnn's stream, which the capture would record.
 #pragma once
@@ -114,10 +117,9 @@ struct owning_tensor<TensorView<const E, R, D>> {
 // ----- the loss, written to device memory ----------------------------------------------------------------
 
 // Device memory a device-side loss writes: the mean loss of the last step, and (softmax cross-entropy)
-// the first sample whose label was out of range, or no_invalid_row.
+// the first sample whose label was out of range, or cuda_detail::no_invalid_row.
 template <class T>
 struct CudaLossScratch {
-  static constexpr int no_invalid_row = 0x7f7f7f7f;  // what a memset of 0x7f bytes writes
   CudaLossScratch() = default;
   explicit CudaLossScratch(index rows)
       : row_losses(Extents<1>{rows}), partials(Extents<1>{PNN_CUDA_REDUCTION_BLOCKS}), mean(Extents<1>{1}),
@@ -182,7 +184,7 @@ struct CudaDeviceLoss<SoftmaxCrossEntropy> {
               batch, " rows of logits but ", labels.size(), " labels");
     const int device = current_device();
     cudaStream_t stream = cuda_stream(device);
-    PNN_CUDA_CHECK(cudaMemsetAsync(scratch.first_invalid_row.data(), 0x7f, sizeof(int), stream));
+    PNN_CUDA_CHECK(cudaMemsetAsync(scratch.first_invalid_row.data(), no_invalid_row_byte, sizeof(int), stream));
     // The eager loss's kernel and arithmetic (loss.cuh), so gradient and loss have model.train_step's bits.
     const T scale = T(1) / static_cast<T>(batch);
     softmax_cross_entropy_kernel<T><<<grid_blocks(batch, device), block_threads, 0, stream>>>(
@@ -256,13 +258,16 @@ class CudaGraphStep {
         batch_(batch),
         device_(model.parameter_values().size() > 0 ? cuda_detail::device_of(model.parameter_values().data())
                                                     : cuda_detail::current_device()) {
-    PNN_CHECK(batch > 0, ArgumentError, "CudaGraphStep: the batch must hold at least one sample, got ", batch);
+    PNN_CHECK(batch > 0 && batch < cuda_detail::no_invalid_row, ArgumentError,
+              "CudaGraphStep: the batch must hold between 1 and ", cuda_detail::no_invalid_row - 1, " samples, got ",
+              batch);
     const cuda_detail::DeviceGuard guard(device_);  // the buffers live on the model's device
     inputs_ = Tensor<T, 2, cuda>(Extents<2>{batch, input_features});
     targets_ = target_tensor(target_extents(batch));
     output_gradient_ = Tensor<T, 2, cuda>(Extents<2>{batch, output_features});
     scratch_ = CudaLossScratch<T>(batch);
-    PNN_CUDA_CHECK(cudaMemsetAsync(scratch_.first_invalid_row.data(), 0x7f, sizeof(int), cuda_stream(device_)));
+    PNN_CUDA_CHECK(cudaMemsetAsync(scratch_.first_invalid_row.data(), cuda_detail::no_invalid_row_byte, sizeof(int),
+                                   cuda_stream(device_)));
   }
   CudaGraphStep(const CudaGraphStep&) = delete;
   CudaGraphStep& operator=(const CudaGraphStep&) = delete;
@@ -324,7 +329,7 @@ class CudaGraphStep {
     Tensor<int, 1, cpu> invalid(Extents<1>{1});
     copy(scratch_.mean.view(), mean.view());
     copy(scratch_.first_invalid_row.view(), invalid.view());
-    if (invalid[0] != CudaLossScratch<T>::no_invalid_row) {
+    if (invalid[0] != cuda_detail::no_invalid_row) {
       if constexpr (std::is_same_v<target_element, std::int32_t> && target_rank == 1) {
         Tensor<std::int32_t, 1, cpu> label(Extents<1>{1});
         copy(TensorView<const std::int32_t, 1, cuda>(targets_.data() + invalid[0], {1}), label.view());
@@ -384,21 +389,28 @@ class CudaGraphStep {
     cudaStream_t stream = cuda_stream(device_);
     // cuBLAS creates its handle with cudaMalloc, which a capture forbids: make sure this thread has one.
     (void)cuda_detail::cublas_handle(device_);
-    PNN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    try {
-      enqueue_step();
-    } catch (const std::exception& error) {
-      cudaGraph_t partial = nullptr;
-      (void)cudaStreamEndCapture(stream, &partial);
-      if (partial) (void)cudaGraphDestroy(partial);
-      (void)cudaGetLastError();  // the capture's failure must not be reported by the next, unrelated launch
-      throw CudaError(detail::concat(
-          "CudaGraphStep: capturing the training step failed: ", error.what(),
-          ". A captured step must not wait for the device or hand a value to the host (a device-to-host copy, a "
-          "reduction returning a value, a synchronisation, cudaMalloc) nor allocate memory that outlives it"));
-    }
+    cuda_detail::CaptureLedger ledger;
     cudaGraph_t graph = nullptr;
-    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+    cudaError_t ended = cudaSuccess;
+    {
+      const cuda_detail::CaptureLedger::Scope open(ledger);
+      PNN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue_step();
+      } catch (const std::exception& error) {
+        cudaGraph_t partial = nullptr;
+        (void)cudaStreamEndCapture(stream, &partial);
+        if (partial) (void)cudaGraphDestroy(partial);
+        (void)cudaGetLastError();  // the capture's failure must not be reported by the next, unrelated launch
+        release_after_capture(ledger);
+        throw CudaError(detail::concat(
+            "CudaGraphStep: capturing the training step failed: ", error.what(),
+            ". A captured step must not wait for the device or hand a value to the host (a device-to-host copy, a "
+            "reduction returning a value, a synchronisation, cudaMalloc) nor allocate memory that outlives it"));
+      }
+      ended = cudaStreamEndCapture(stream, &graph);
+    }
+    release_after_capture(ledger);
     if (ended != cudaSuccess) {
       if (graph) (void)cudaGraphDestroy(graph);
       (void)cudaGetLastError();
@@ -407,11 +419,21 @@ class CudaGraphStep {
           cudaGetErrorName(ended), "). Something in the step synchronised with the host or used a stream the "
           "capture does not know; another thread may have used pnn's stream of this device meanwhile"));
     }
+    if (!ledger.live.empty() || !ledger.foreign.empty()) {
+      (void)cudaGraphDestroy(graph);
+      throw CudaError(detail::concat(
+          "CudaGraphStep: the captured step allocates ", ledger.live.size(), " block(s) of device memory that outlive "
+          "it and releases ", ledger.foreign.size(), " allocated before it: something in the step (a layer, the loss "
+          "or the update rule) keeps a buffer it first allocates, grows or replaces inside the step. A replay would "
+          "allocate such a buffer anew and lose its contents; size it in the eager first step instead. That part of "
+          "the model now holds an address of the discarded graph: make the model anew"));
+    }
     std::size_t nodes = 0;
     cudaGraphExec_t executable = nullptr;
     const cudaError_t counted = cudaGraphGetNodes(graph, nullptr, &nodes);
-    // Auto-free on launch: should any allocation made inside the step escape its free (which pnn's kernels
-    // never intend), a relaunch frees it first instead of failing.
+    // pnn's own allocations are paired with their frees (checked above). Auto-free on launch is for those a
+    // library makes inside the step and keeps for the graph (cuBLAS's workspace may be one): a relaunch
+    // frees them first instead of failing.
     const cudaError_t instantiated =
         counted == cudaSuccess
             ? cudaGraphInstantiateWithFlags(&executable, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch)
@@ -426,6 +448,11 @@ class CudaGraphStep {
     captured_tf32_ = cuda_settings().allow_tf32;
     captured_resets_ = optimizer_.resets();
     ++captures_;
+  }
+
+  // Frees, once the capture has ended, what the step released of the memory allocated before it.
+  static void release_after_capture(const cuda_detail::CaptureLedger& ledger) noexcept {
+    for (void* memory : ledger.foreign) DeviceTraits<cuda>::deallocate(memory);
   }
 
   Model& model_;

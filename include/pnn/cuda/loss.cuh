@@ -9,7 +9,6 @@
 // read, as on the CPU.
 #pragma once
 
-#include <climits>
 #include <cstdint>
 
 #include "pnn/core/tensor.hpp"
@@ -21,6 +20,12 @@
 namespace pnn {
 
 namespace cuda_detail {
+
+// What first_invalid_row holds while every label was in range: the bytes of a memset to 0x7f. Batches
+// are kept below it, so it is never a row.
+inline constexpr int no_invalid_row = 0x7f7f7f7f;
+inline constexpr std::uint8_t no_invalid_row_byte = 0x7f;
+
 inline namespace PNN_CUDA_ABI_TAG {
 
 __device__ inline float exp_of(float x) { return expf(x); }
@@ -63,14 +68,15 @@ T softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorView<const st
   const index batch = logits.dim(0), classes = logits.dim(1);
   detail::check_softmax_cross_entropy(logits, labels, gradient);
   if (batch == 0) return T(0);
-  PNN_CHECK(batch < INT_MAX, ShapeError, "softmax cross-entropy on cuda: a batch of ", batch, " rows is too large");
+  PNN_CHECK(batch < cuda_detail::no_invalid_row, ShapeError, "softmax cross-entropy on cuda: a batch of ", batch,
+            " rows is too large (at most ", cuda_detail::no_invalid_row - 1, ")");
   PNN_CHECK(classes > 0, ShapeError, "softmax cross-entropy: the logits have no classes");
   const int device = cuda_detail::device_of(logits.data());
   cuda_detail::DeviceGuard guard(device);
   cudaStream_t stream = cuda_stream(device);
   Tensor<double, 1, cuda> row_losses(Extents<1>{batch});
   Buffer<int, cuda> first_invalid_row(1);
-  PNN_CUDA_CHECK(cudaMemsetAsync(first_invalid_row.data(), 0x7f, sizeof(int), stream));  // 0x7f7f7f7f: none yet
+  PNN_CUDA_CHECK(cudaMemsetAsync(first_invalid_row.data(), cuda_detail::no_invalid_row_byte, sizeof(int), stream));
   const T scale = T(1) / static_cast<T>(batch);
   cuda_detail::softmax_cross_entropy_kernel<T><<<cuda_detail::grid_blocks(batch, device), cuda_detail::block_threads,
                                                  0, stream>>>(logits.data(), labels.data(), batch, classes, scale,
@@ -80,7 +86,7 @@ T softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorView<const st
   int invalid_row = 0;
   PNN_CUDA_CHECK(cudaMemcpyAsync(&invalid_row, first_invalid_row.data(), sizeof(int), cudaMemcpyDeviceToHost, stream));
   const double total = sum(row_losses);  // synchronises the stream, so invalid_row has arrived too
-  if (invalid_row != 0x7f7f7f7f) {
+  if (invalid_row != cuda_detail::no_invalid_row) {
     std::int32_t label = 0;
     PNN_CUDA_CHECK(cudaMemcpyAsync(&label, labels.data() + invalid_row, sizeof label, cudaMemcpyDeviceToHost, stream));
     PNN_CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -2,11 +2,12 @@
 // host and device: pnn::copy(host view, device view), pnn::copy(device view, host view), and device to
 // device (the same-device copy() of core/tensor.hpp, through DeviceTraits<cuda>::copy).
 //
-// Allocation is stream-ordered (cudaMallocAsync / cudaFreeAsync on pnn's compute stream of the device)
-// from the device's default memory pool, whose release threshold runtime.cuh raises so freed blocks are
-// kept and handed out again: a training step reuses the memory of the step before it without asking the
-// driver. Freeing is ordered after the work already enqueued, so a tensor may be destroyed while
-// kernels that read it are still running.
+// Allocation is stream-ordered (cudaMallocFromPoolAsync / cudaFreeAsync on pnn's compute stream of the
+// device) from pnn's own memory pool of the device (runtime.cuh), which keeps freed blocks and hands them
+// out again: a training step reuses the memory of the step before it without asking the driver. Freeing
+// is ordered after the work already enqueued, so a tensor may be destroyed while kernels that read it are
+// still running. A pool's memory is reachable from other devices only once cuda_share_memory() opens it
+// to them (Nccl does, for the GPUs of a group: NCCL's kernels read their peers' buffers directly).
 //
 // Copies: host to device returns once the source has been read (the host buffer may then be reused);
 // device to host synchronises pnn's stream before returning, since the caller reads the data next;
@@ -14,8 +15,10 @@
 // device's work and before that device's later work with a pair of events (no host synchronisation).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "pnn/core/device.hpp"
 #include "pnn/core/tensor.hpp"
@@ -28,7 +31,11 @@ struct DeviceTraits<cuda> {
   static void* allocate(std::size_t bytes) {
     if (bytes == 0) return nullptr;
     void* memory = nullptr;
-    PNN_CUDA_CHECK(cudaMallocAsync(&memory, bytes, cuda_stream()));
+    const cuda_detail::DeviceState& state = cuda_detail::device_state(cuda_detail::current_device());
+    cuda_detail::CaptureLedger* ledger = cuda_detail::CaptureLedger::open();
+    if (ledger) ledger->live.reserve(ledger->live.size() + 1);  // so that recording it below cannot throw
+    PNN_CUDA_CHECK(cudaMallocFromPoolAsync(&memory, bytes, state.pool, state.stream));
+    if (ledger) ledger->live.push_back(memory);
     return memory;
   }
 
@@ -36,8 +43,17 @@ struct DeviceTraits<cuda> {
     if (memory == nullptr) return;
     try {
       // Inside a capture (graph.cuh) memory the captured work allocated has no pointer attributes until
-      // the graph runs: it is freed on the capturing stream, which is where it was allocated.
+      // the graph runs: it is freed on the capturing stream, which is where it was allocated. Memory from
+      // before the capture waits in the ledger until the capture ends.
       if (cudaStream_t capturing = cuda_detail::capturing_stream()) {
+        if (cuda_detail::CaptureLedger* ledger = cuda_detail::CaptureLedger::open()) {
+          const auto found = std::find(ledger->live.begin(), ledger->live.end(), memory);
+          if (found == ledger->live.end()) {
+            ledger->foreign.push_back(memory);
+            return;
+          }
+          ledger->live.erase(found);
+        }
         cuda_detail::report(cudaFreeAsync(memory, capturing), "cudaFreeAsync (while capturing a CUDA graph)");
         return;
       }
@@ -79,23 +95,18 @@ struct DeviceTraits<cuda> {
     // The copy runs on the destination's stream after the source's pending work, and the source's
     // stream waits for the copy before it may overwrite or free the source.
     cudaStream_t source_stream = cuda_stream(from), destination_stream = cuda_stream(to);
-    cudaEvent_t source_ready = nullptr, copied = nullptr;
+    cuda_detail::Event source_ready, copied;
     {
       cuda_detail::DeviceGuard guard(from);
-      PNN_CUDA_CHECK(cudaEventCreateWithFlags(&source_ready, cudaEventDisableTiming));
-      PNN_CUDA_CHECK(cudaEventRecord(source_ready, source_stream));
+      source_ready = cuda_detail::record_event(source_stream);
     }
     {
       cuda_detail::DeviceGuard guard(to);
-      PNN_CUDA_CHECK(cudaStreamWaitEvent(destination_stream, source_ready, 0));
+      PNN_CUDA_CHECK(cudaStreamWaitEvent(destination_stream, source_ready.get(), 0));
       PNN_CUDA_CHECK(cudaMemcpyPeerAsync(destination, to, source, from, bytes, destination_stream));
-      PNN_CUDA_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
-      PNN_CUDA_CHECK(cudaEventRecord(copied, destination_stream));
+      copied = cuda_detail::record_event(destination_stream);
     }
-    PNN_CUDA_CHECK(cudaStreamWaitEvent(source_stream, copied, 0));
-    // Destroying a recorded event is allowed: its resources are released once it completes.
-    PNN_CUDA_CHECK(cudaEventDestroy(source_ready));
-    PNN_CUDA_CHECK(cudaEventDestroy(copied));
+    PNN_CUDA_CHECK(cudaStreamWaitEvent(source_stream, copied.get(), 0));
   }
 };
 
@@ -133,14 +144,37 @@ void copy(TensorView<const T, R, cuda> source, TensorView<T, R, cpu> destination
   PNN_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-// The bytes the current device's memory pool holds (in use or kept for reuse): tests check that
+// pnn's memory pool of `device`, which every pnn tensor on that device is allocated from (to query, or
+// to trim with cudaMemPoolTrimTo once the device is idle).
+inline cudaMemPool_t cuda_memory_pool(int device) { return cuda_detail::device_state(device).pool; }
+
+// The bytes pnn's memory pool of the current device holds (in use or kept for reuse): tests check that
 // training allocates nothing new after its first step.
 inline std::uint64_t cuda_pool_reserved_bytes() {
-  cudaMemPool_t pool = nullptr;
-  PNN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, cuda_detail::current_device()));
   std::uint64_t reserved = 0;
-  PNN_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  PNN_CUDA_CHECK(cudaMemPoolGetAttribute(cuda_memory_pool(cuda_detail::current_device()),
+                                         cudaMemPoolAttrReservedMemCurrent, &reserved));
   return reserved;
+}
+
+// Lets each of `devices` read and write the tensors pnn allocates on the others, wherever the hardware
+// allows it (cudaDeviceCanAccessPeer): pool memory is private to its device until cudaMemPoolSetAccess
+// opens it, and cudaDeviceEnablePeerAccess does not. Needed by code whose kernels touch a peer's buffers
+// directly (NCCL within one process); copies between devices do not need it.
+inline void cuda_share_memory(const std::vector<int>& devices) {
+  for (const int owner : devices) {
+    for (const int peer : devices) {
+      if (peer == owner) continue;
+      int can_access = 0;
+      PNN_CUDA_CHECK(cudaDeviceCanAccessPeer(&can_access, peer, owner));
+      if (!can_access) continue;
+      cudaMemAccessDesc access{};
+      access.location.type = cudaMemLocationTypeDevice;
+      access.location.id = peer;
+      access.flags = cudaMemAccessFlagsProtReadWrite;
+      PNN_CUDA_CHECK(cudaMemPoolSetAccess(cuda_memory_pool(owner), &access, 1));
+    }
+  }
 }
 
 }  // namespace pnn

@@ -32,6 +32,14 @@
 // the NCCL stream, never through a copy that synchronises the compute stream, which may be waiting on a
 // peer. Reductions started with all_reduce_async are checked at the next waiting operation (DataParallel
 // ends every step with one: the loss all-reduce).
+//
+// What this cannot cover, since it happens inside NCCL's host calls: NCCL connects ranks lazily, in the
+// first operation that needs a connection (the first collective of each algorithm, the first message to
+// each peer), and that setup waits on the host for the peer with no timeout. Within one process
+// (Nccl::group with several GPUs), a rank whose thread failed before reaching such an operation leaves
+// its peers blocked there. NCCL_RUNTIME_CONNECT=0 in the environment makes NCCL connect the collectives
+// when the group is created, which leaves only a pipeline's first message to each peer exposed. Across
+// processes (NcclMpi) a failed rank ends the job through MPI_Abort, which ends the wait too.
 #pragma once
 
 #include <nccl.h>
@@ -84,20 +92,6 @@ const char* nccl_type_name() {
   else if constexpr (std::is_same_v<T, std::int32_t>) return "int32";
   else if constexpr (std::is_same_v<T, std::int64_t>) return "int64";
   else return "uint64";
-}
-
-// An event, destroyed with its last owner.
-struct EventDeleter {
-  void operator()(cudaEvent_t event) const noexcept { report(cudaEventDestroy(event), "cudaEventDestroy"); }
-};
-using Event = std::shared_ptr<std::remove_pointer_t<cudaEvent_t>>;
-
-inline Event record_event(cudaStream_t stream) {
-  cudaEvent_t event = nullptr;
-  PNN_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
-  Event owned(event, EventDeleter{});
-  PNN_CUDA_CHECK(cudaEventRecord(event, stream));
-  return owned;
 }
 
 inline namespace PNN_CUDA_ABI_TAG {
@@ -154,7 +148,7 @@ class Nccl {
     bool ready() const {
       if (!done_) return true;
       const cudaError_t status = cudaEventQuery(done_.get());
-      if (status == cudaErrorNotReady) return false;
+      if (cuda_detail::not_ready(status)) return false;
       PNN_CUDA_CHECK(status);
       return true;
     }
@@ -177,19 +171,32 @@ class Nccl {
     cuda_detail::DeviceGuard keep(cuda_detail::current_device());
     std::vector<int> device_list(static_cast<std::size_t>(size));
     for (int r = 0; r < size; ++r) device_list[static_cast<std::size_t>(r)] = r;
+    // Within one process NCCL's kernels read and write the peers' buffers directly, and pnn's tensors live
+    // in memory pools that are private to their device until opened to the others.
+    cuda_share_memory(device_list);
+    // Communicators not yet handed to an Nccl, aborted (which waits for nothing) if making the group fails.
     std::array<std::vector<ncclComm_t>, channel_count> comms;
-    for (auto& list : comms) {
-      list.assign(static_cast<std::size_t>(size), nullptr);
-      PNN_CUDA_CHECK(ncclCommInitAll(list.data(), size, device_list.data()));
+    int owned_ranks = 0;
+    try {
+      for (auto& list : comms) {
+        list.assign(static_cast<std::size_t>(size), nullptr);
+        PNN_CUDA_CHECK(ncclCommInitAll(list.data(), size, device_list.data()));
+      }
+      auto shared = std::make_shared<cuda_detail::NcclGroupState>();
+      std::vector<Nccl> ranks;
+      for (int r = 0; r < size; ++r) {
+        std::array<ncclComm_t, channel_count> own{};
+        for (std::size_t c = 0; c < channel_count; ++c) own[c] = comms[c][static_cast<std::size_t>(r)];
+        ranks.push_back(Nccl(Setup{own, r, size, r, options, shared}));
+        ++owned_ranks;
+      }
+      return ranks;
+    } catch (...) {
+      for (auto& list : comms)
+        for (std::size_t r = static_cast<std::size_t>(owned_ranks); r < list.size(); ++r)
+          if (list[r]) (void)ncclCommAbort(list[r]);
+      throw;
     }
-    auto shared = std::make_shared<cuda_detail::NcclGroupState>();
-    std::vector<Nccl> ranks;
-    for (int r = 0; r < size; ++r) {
-      std::array<ncclComm_t, channel_count> own{};
-      for (std::size_t c = 0; c < channel_count; ++c) own[c] = comms[c][static_cast<std::size_t>(r)];
-      ranks.push_back(Nccl(Setup{own, r, size, r, options, shared}));
-    }
-    return ranks;
   }
 
   // Called by Distributed on each rank's thread before it runs anything: makes the rank's GPU current.
@@ -229,7 +236,11 @@ class Nccl {
   template <class T>
   void all_reduce_mean(TensorView<T, 1, cuda> data, double weight) {
     const double total = total_weight(weight);
-    data *= static_cast<T>(weight / total);
+    {
+      // An expression runs on the current device's stream (executor.cuh): the rank's.
+      cuda_detail::DeviceGuard guard(state_->device);
+      data *= static_cast<T>(weight / total);
+    }
     all_reduce(data);
   }
 
@@ -420,7 +431,7 @@ class Nccl {
     void release_completed_sends() {
       while (!sends_in_flight.empty()) {
         const cudaError_t status = cudaEventQuery(sends_in_flight.front().done.get());
-        if (status == cudaErrorNotReady) return;
+        if (cuda_detail::not_ready(status)) return;
         PNN_CUDA_CHECK(status);
         sends_in_flight.pop_front();
       }
@@ -439,7 +450,7 @@ class Nccl {
       for (;;) {
         const cudaError_t status = cudaStreamQuery(stream);
         if (status == cudaSuccess) return Drain::finished;
-        if (status != cudaErrorNotReady) {
+        if (!cuda_detail::not_ready(status)) {
           (void)cudaGetLastError();
           return Drain::failed;
         }
@@ -547,7 +558,7 @@ class Nccl {
     for (int polls = 0;; ++polls) {
       const cudaError_t status = cudaEventQuery(done.get());
       if (status == cudaSuccess) return;
-      if (status != cudaErrorNotReady)
+      if (!cuda_detail::not_ready(status))
         throw_failure(detail::concat("rank ", rank(), ": ", description, " failed: ", cudaGetErrorString(status)));
       for (ncclComm_t comm : state_->comms) {
         ncclResult_t asynchronous = ncclSuccess;

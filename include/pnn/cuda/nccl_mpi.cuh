@@ -80,14 +80,27 @@ class NcclMpi : public Nccl {
     refuse_shared_gpus(node, node_rank, node_size, device);
     MPI_Comm_free(&node);
 
-    std::array<ncclUniqueId, channel_count> ids{};
-    if (rank == 0)
-      for (auto& id : ids) PNN_CUDA_CHECK(ncclGetUniqueId(&id));
-    PNN_CHECK(MPI_Bcast(ids.data(), static_cast<int>(sizeof(ids)), MPI_BYTE, 0, MPI_COMM_WORLD) == MPI_SUCCESS,
+    // Rank 0 makes the ids; should that fail, the broadcast tells the others, who would otherwise wait.
+    struct {
+      std::array<ncclUniqueId, channel_count> ids;
+      int made;
+    } ids{};
+    std::string failure;
+    if (rank == 0) {
+      try {
+        for (auto& id : ids.ids) PNN_CUDA_CHECK(ncclGetUniqueId(&id));
+        ids.made = 1;
+      } catch (const std::exception& error) {
+        failure = error.what();
+      }
+    }
+    PNN_CHECK(MPI_Bcast(&ids, static_cast<int>(sizeof(ids)), MPI_BYTE, 0, MPI_COMM_WORLD) == MPI_SUCCESS,
               CommunicationError, "NcclMpi: broadcasting NCCL's unique ids failed on rank ", rank);
+    PNN_CHECK(ids.made == 1, CommunicationError, "NcclMpi: rank ", rank, ": ",
+              rank == 0 ? failure : std::string("rank 0 could not create NCCL's unique ids (its message says why)"));
     std::array<ncclComm_t, channel_count> comms{};
     for (std::size_t c = 0; c < channel_count; ++c)
-      PNN_CUDA_CHECK(ncclCommInitRank(&comms[c], size, ids[c], rank));
+      PNN_CUDA_CHECK(ncclCommInitRank(&comms[c], size, ids.ids[c], rank));
     return Setup{comms, rank, size, device, options, std::make_shared<cuda_detail::NcclGroupState>()};
   }
 };

@@ -26,8 +26,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "pnn/core/config.hpp"
 #include "pnn/core/device.hpp"
@@ -113,6 +117,15 @@ inline void report(cudaError_t status, const char* call) noexcept {
   std::fprintf(stderr, "pnn: %s failed: %s\n", call, cudaGetErrorString(status));
 }
 
+// Whether a query (cudaEventQuery, cudaStreamQuery) found the work unfinished. That answer is "not an
+// error", but is cleared from the thread's last error anyway (as PyTorch does), so that it can never be
+// reported by the next launch check.
+inline bool not_ready(cudaError_t status) noexcept {
+  if (status != cudaErrorNotReady) return false;
+  (void)cudaGetLastError();
+  return true;
+}
+
 // Sets the current device for its lifetime and restores the previous one.
 class DeviceGuard {
  public:
@@ -131,12 +144,29 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
+// An event (without timing), destroyed with its last owner. Destroying a recorded event is allowed: CUDA
+// releases it once it completes.
+struct EventDeleter {
+  void operator()(cudaEvent_t event) const noexcept { report(cudaEventDestroy(event), "cudaEventDestroy"); }
+};
+using Event = std::shared_ptr<std::remove_pointer_t<cudaEvent_t>>;
+
+// A new event, recorded on `stream` (of the current device).
+inline Event record_event(cudaStream_t stream) {
+  cudaEvent_t event = nullptr;
+  PNN_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  Event owned(event, EventDeleter{});
+  PNN_CUDA_CHECK(cudaEventRecord(event, stream));
+  return owned;
+}
+
 inline constexpr int max_devices = 64;
 
-// What pnn keeps per device: its compute stream and the numbers launches are sized by.
+// What pnn keeps per device: its compute stream, its memory pool and the numbers launches are sized by.
 struct DeviceState {
   std::once_flag created;
   cudaStream_t stream = nullptr;
+  cudaMemPool_t pool = nullptr;
   int multiprocessors = 1;
 };
 
@@ -151,12 +181,18 @@ inline DeviceState& device_state(int device) {
     PNN_CUDA_CHECK(cudaDeviceGetAttribute(&pools_supported, cudaDevAttrMemoryPoolsSupported, device));
     PNN_CHECK(pools_supported != 0, CudaError, "CUDA device ", device,
               " does not support stream-ordered memory pools (cudaMallocAsync), which pnn allocates from");
+    // pnn's own pool, not the device's default one: its settings are pnn's business and nobody else's (the
+    // default pool belongs to every cudaMallocAsync of the process), and what it holds is pnn's memory.
+    cudaMemPoolProps properties{};
+    properties.allocType = cudaMemAllocationTypePinned;
+    properties.handleTypes = cudaMemHandleTypeNone;
+    properties.location.type = cudaMemLocationTypeDevice;
+    properties.location.id = device;
+    PNN_CUDA_CHECK(cudaMemPoolCreate(&state.pool, &properties));
     // Freed blocks stay in the pool for the next allocation instead of returning to the driver at every
     // synchronisation: after the first step, training allocates no new device memory.
-    cudaMemPool_t pool = nullptr;
-    PNN_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
     std::uint64_t keep_everything = UINT64_MAX;
-    PNN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_everything));
+    PNN_CUDA_CHECK(cudaMemPoolSetAttribute(state.pool, cudaMemPoolAttrReleaseThreshold, &keep_everything));
     PNN_CUDA_CHECK(cudaDeviceGetAttribute(&state.multiprocessors, cudaDevAttrMultiProcessorCount, device));
     // Non-blocking: pnn's stream does not wait for the legacy default stream other code may use.
     PNN_CUDA_CHECK(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking));
@@ -169,6 +205,33 @@ inline int current_device() {
   PNN_CUDA_CHECK(cudaGetDevice(&device));
   return device;
 }
+
+// What pnn allocated and freed while this thread captured a CUDA graph (graph.cuh keeps one open for
+// the length of a capture). A captured allocation is the graph's own and is valid only while the graph
+// runs: one the capture did not free too would be allocated anew by every replay, its contents lost
+// between them. Memory allocated before the capture and freed during it cannot be freed by a graph at all
+// (and the captured work still refers to it): it is kept here, and freed once the capture has ended.
+struct CaptureLedger {
+  std::vector<void*> live;     // allocated during the capture, not yet freed by it
+  std::vector<void*> foreign;  // allocated before the capture, released during it
+
+  // The ledger open on this thread, if any.
+  static CaptureLedger*& open() {
+    thread_local CaptureLedger* ledger = nullptr;
+    return ledger;
+  }
+  // Keeps `ledger` open on this thread for its lifetime.
+  class Scope {
+   public:
+    explicit Scope(CaptureLedger& ledger) : previous_(std::exchange(open(), &ledger)) {}
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+    ~Scope() { open() = previous_; }
+
+   private:
+    CaptureLedger* previous_;
+  };
+};
 
 // pnn's stream of the current device if this thread is capturing it into a CUDA graph (graph.cuh), else
 // nullptr. Memory allocated inside a capture has no pointer attributes until the graph runs, so code that
@@ -196,8 +259,11 @@ inline cudaStream_t capturing_stream() noexcept {
   return status != cudaStreamCaptureStatusNone ? stream : nullptr;
 }
 
-// The device that holds `memory` (allocated by pnn, or any device pointer).
+// The device that holds `memory` (allocated by pnn, or any device pointer). While this thread captures
+// a CudaGraphStep (its ledger is open), the capturing device: memory the capture allocated has no
+// pointer attributes yet, and a captured step runs on one device.
 inline int device_of(const void* memory) {
+  if (CaptureLedger::open() != nullptr) return current_device();
   cudaPointerAttributes attributes{};
   PNN_CUDA_CHECK(cudaPointerGetAttributes(&attributes, memory));
   PNN_CHECK(attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged, CudaError,

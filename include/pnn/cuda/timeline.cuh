@@ -62,7 +62,7 @@ class Timeline<cuda> {
     if (used_ == 0) return true;
     const cuda_detail::DeviceGuard guard(device_);
     const cudaError_t status = cudaEventQuery(events_[used_ - 1]);
-    if (status == cudaErrorNotReady) return false;
+    if (cuda_detail::not_ready(status)) return false;
     PNN_CUDA_CHECK(status);
     return true;
   }
@@ -73,10 +73,12 @@ class Timeline<cuda> {
     PNN_CUDA_CHECK(cudaEventSynchronize(events_[used_ - 1]));
   }
 
-  // The device's time from one mark to the other (negative if `to` was passed first, as on the cpu).
+  // The device's time from one mark to the other (negative if `to` is the earlier mark, as on the cpu:
+  // measured from the earlier, since cudaEventElapsedTime promises nothing about a negative span).
   // Both must have been passed: after wait(), or when ready() says so.
   double seconds(Mark from, Mark to) const {
     detail::check_marks(from, to, used_);
+    if (to < from) return -seconds(to, from);
     const cuda_detail::DeviceGuard guard(device_);
     float milliseconds = 0;
     PNN_CUDA_CHECK(cudaEventElapsedTime(&milliseconds, events_[from], events_[to]));

@@ -59,11 +59,14 @@ class LayerStack {
   template <std::size_t I>
   using layer_type = std::tuple_element_t<I, Layers>;
 
-  // What one forward pass leaves for its backward pass.
+  // What one forward pass leaves for its backward pass, and the backward pass's own scratch: all a pass
+  // writes besides the parameter gradients, so passes through the same layers never share a buffer.
   struct Trace {
     TensorView<const T, 2, D> input;
     std::array<Tensor<T, 2, D>, layer_count> outputs;
     typename detail::layer_states<Layers>::type states;
+    // The gradients between layers flow through two buffers used in turn: layer I reads what layer I+1 wrote.
+    std::array<Tensor<T, 2, D>, 2> gradients;
     index batch() const { return input.dim(0); }
     TensorView<const T, 2, D> output() const { return outputs.back().view(); }
   };
@@ -135,16 +138,15 @@ class LayerStack {
   void backward_layer(TensorView<const T, 2, D> dy_last, TensorView<T, 2, D> dx_first, Trace& trace,
                       const Context& context, Hook& on_gradients_ready) {
     using L = layer_type<I>;
-    // Gradients flow through two buffers used in turn; layer I reads what layer I+1 wrote.
     const TensorView<const T, 2, D> dy = [&] {
-      if constexpr (I + 1 < layer_count) return TensorView<const T, 2, D>(gradient_[(I + 1) % 2].view());
+      if constexpr (I + 1 < layer_count) return TensorView<const T, 2, D>(trace.gradients[(I + 1) % 2].view());
       else return dy_last;
     }();
     const TensorView<T, 2, D> dx = [&] {
       if constexpr (I == 0) {
         return dx_first;
       } else {
-        Tensor<T, 2, D>& buffer = gradient_[I % 2];
+        Tensor<T, 2, D>& buffer = trace.gradients[I % 2];
         buffer.resize({trace.batch(), L::input_shape::size});
         return buffer.view();
       }
@@ -155,7 +157,6 @@ class LayerStack {
   }
 
   Layers layers_;
-  std::array<Tensor<T, 2, D>, 2> gradient_;
 };
 
 }  // namespace pnn
