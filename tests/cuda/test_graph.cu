@@ -3,6 +3,7 @@
 // the hyper-parameters change or the optimiser is reset, and refuses other shapes and bad labels.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cuda_testing.cuh"
 #include "pnn/cuda/graph.cuh"
@@ -90,15 +91,19 @@ constexpr auto same_rule = [](int, SGD&) {};
 
 // Trains two cuda copies from one seed for `steps` steps on the same batches: one eagerly, the other through
 // a CudaGraphStep except at step `eager_at`, where it too trains eagerly, on a batch of `eager_rows` rows
-// (after resetting both optimisers if `reset`). The two must end with the same weights and buffers.
+// (after resetting both optimisers if `reset`). The two must end with the same weights and buffers. With
+// `canary_elements`, tensors of that size allocated after the eager step (so likely in the blocks it
+// freed) must come through the next replay unchanged: a replay that writes freed memory alters them even
+// without a sanitizer.
 template <class Net>
 void check_eager_step_between_replays(int steps, int eager_at, pnn::index eager_rows, bool reset,
-                                      pnn::index expected_captures) {
+                                      pnn::index expected_captures, pnn::index canary_elements = 0) {
   using DeviceNet = typename Net::template on<cuda>;
   DeviceNet eager(5), graphed(5);
   const SGD rule{.learning_rate = 0.05, .momentum = 0.9};
   Optimizer<SGD, float, cuda> eager_optimizer(rule), graph_optimizer(rule);
   CudaGraphStep step(graphed, graph_optimizer, batch);
+  std::vector<Tensor<float, 1, cuda>> canaries;
   for (int i = 0; i < steps; ++i) {
     CAPTURE(i);
     const pnn::index rows = i == eager_at ? eager_rows : batch;
@@ -110,10 +115,19 @@ void check_eager_step_between_replays(int steps, int eager_at, pnn::index eager_
       graph_optimizer.reset();
     }
     eager.train_step(testing::const_view(x), testing::const_view(y), eager_optimizer, SoftmaxCrossEntropy{});
-    if (i == eager_at)
+    if (i == eager_at) {
       graphed.train_step(testing::const_view(x), testing::const_view(y), graph_optimizer, SoftmaxCrossEntropy{});
-    else
+      for (int c = 0; canary_elements > 0 && c < 8; ++c) {
+        canaries.emplace_back(Extents<1>{canary_elements});
+        canaries.back().view() = canaries.back() + 7.0f;
+      }
+    } else {
       step.run(testing::const_view(x), testing::const_view(y));
+      for (const auto& canary : canaries) {
+        CHECK(minimum(canary) == 7.0f);
+        CHECK(maximum(canary) == 7.0f);
+      }
+    }
   }
   CHECK(step.captures() == expected_captures);
   check_close("weights: graph against eager cuda", testing::to_host(eager.parameter_values()),
@@ -175,7 +189,8 @@ TEST_CASE("cuda.graph.recaptures_after_a_reset_followed_by_eager_steps" * needs_
 TEST_CASE("cuda.graph.eager_steps_with_a_larger_batch_between_replays" * needs_gpu()) {
   // The step's activations and gradient scratch are its own: an eager step with twice the batch, which
   // reallocates the model's own scratch, leaves the replays writing nothing freed (memcheck would say).
-  check_eager_step_between_replays<Cnn>(6, 3, 2 * batch, /*reset=*/false, 1);
+  // The canaries have the size of the old gradient scratch: the widest layer input after the first, 4x8x8.
+  check_eager_step_between_replays<Cnn>(6, 3, 2 * batch, /*reset=*/false, 1, batch * 4 * 8 * 8);
 }
 
 TEST_CASE("cuda.graph.refuses_other_shapes_and_reports_bad_labels" * needs_gpu()) {

@@ -420,13 +420,15 @@ class CudaGraphStep {
           "capture does not know; another thread may have used pnn's stream of this device meanwhile"));
     }
     if (!ledger.live.empty() || !ledger.foreign.empty()) {
-      (void)cudaGraphDestroy(graph);
+      // The graph is deliberately not destroyed (a leak, on this error path only) and never runs: the layer
+      // that kept memory holds one of its addresses, which must not be handed out again while the layer
+      // may still free it (deallocate() declines to).
       throw CudaError(detail::concat(
           "CudaGraphStep: the captured step allocates ", ledger.live.size(), " block(s) of device memory that outlive "
           "it and releases ", ledger.foreign.size(), " allocated before it: something in the step (a layer, the loss "
           "or the update rule) keeps a buffer it first allocates, grows or replaces inside the step. A replay would "
           "allocate such a buffer anew and lose its contents; size it in the eager first step instead. That part of "
-          "the model now holds an address of the discarded graph: make the model anew"));
+          "the model now holds an address in a graph that never runs: make the model anew"));
     }
     std::size_t nodes = 0;
     cudaGraphExec_t executable = nullptr;

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "pnn/core/device.hpp"
@@ -33,7 +34,8 @@ struct DeviceTraits<cuda> {
     void* memory = nullptr;
     const cuda_detail::DeviceState& state = cuda_detail::device_state(cuda_detail::current_device());
     cuda_detail::CaptureLedger* ledger = cuda_detail::CaptureLedger::open();
-    if (ledger) ledger->live.reserve(ledger->live.size() + 1);  // so that recording it below cannot throw
+    if (ledger && ledger->live.size() == ledger->live.capacity())  // so that recording it below cannot throw
+      ledger->live.reserve(2 * ledger->live.size() + 16);
     PNN_CUDA_CHECK(cudaMallocFromPoolAsync(&memory, bytes, state.pool, state.stream));
     if (ledger) ledger->live.push_back(memory);
     return memory;
@@ -61,8 +63,12 @@ struct DeviceTraits<cuda> {
       // (a rank's model may be destroyed by another thread).
       cudaPointerAttributes attributes{};
       const cudaError_t found = cudaPointerGetAttributes(&attributes, memory);
-      if (found != cudaSuccess) {
-        cuda_detail::report(found, "cudaPointerGetAttributes (freeing device memory)");
+      if (found != cudaSuccess || attributes.type != cudaMemoryTypeDevice) {
+        // Not memory CUDA knows: an address a refused CudaGraphStep capture left in a layer (graph.cuh
+        // keeps that graph, so the address is never handed out again). Nothing to free.
+        if (found != cudaSuccess) (void)cudaGetLastError();
+        std::fprintf(stderr, "pnn: not freeing %p, which is not device memory (%s)\n", memory,
+                     found != cudaSuccess ? cudaGetErrorString(found) : "no device holds it");
         return;
       }
       // The device made current too: the programming guide promises cross-device streams only to copies.

@@ -184,6 +184,7 @@ class Nccl {
       }
       auto shared = std::make_shared<cuda_detail::NcclGroupState>();
       std::vector<Nccl> ranks;
+      ranks.reserve(static_cast<std::size_t>(size));  // push_back cannot throw after making an Nccl
       for (int r = 0; r < size; ++r) {
         std::array<ncclComm_t, channel_count> own{};
         for (std::size_t c = 0; c < channel_count; ++c) own[c] = comms[c][static_cast<std::size_t>(r)];

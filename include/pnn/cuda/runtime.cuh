@@ -189,13 +189,20 @@ inline DeviceState& device_state(int device) {
     properties.location.type = cudaMemLocationTypeDevice;
     properties.location.id = device;
     PNN_CUDA_CHECK(cudaMemPoolCreate(&state.pool, &properties));
-    // Freed blocks stay in the pool for the next allocation instead of returning to the driver at every
-    // synchronisation: after the first step, training allocates no new device memory.
-    std::uint64_t keep_everything = UINT64_MAX;
-    PNN_CUDA_CHECK(cudaMemPoolSetAttribute(state.pool, cudaMemPoolAttrReleaseThreshold, &keep_everything));
-    PNN_CUDA_CHECK(cudaDeviceGetAttribute(&state.multiprocessors, cudaDevAttrMultiProcessorCount, device));
-    // Non-blocking: pnn's stream does not wait for the legacy default stream other code may use.
-    PNN_CUDA_CHECK(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking));
+    try {
+      // Freed blocks stay in the pool for the next allocation instead of returning to the driver at every
+      // synchronisation: after the first step, training allocates no new device memory.
+      std::uint64_t keep_everything = UINT64_MAX;
+      PNN_CUDA_CHECK(cudaMemPoolSetAttribute(state.pool, cudaMemPoolAttrReleaseThreshold, &keep_everything));
+      PNN_CUDA_CHECK(cudaDeviceGetAttribute(&state.multiprocessors, cudaDevAttrMultiProcessorCount, device));
+      // Non-blocking: pnn's stream does not wait for the legacy default stream other code may use.
+      PNN_CUDA_CHECK(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking));
+    } catch (...) {
+      // call_once runs again on the next call: it must not find half a state.
+      report(cudaMemPoolDestroy(state.pool), "cudaMemPoolDestroy");
+      state.pool = nullptr;
+      throw;
+    }
   });
   return state;
 }
