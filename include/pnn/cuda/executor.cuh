@@ -31,31 +31,33 @@ namespace cuda_detail {
 inline namespace PNN_CUDA_ABI_TAG {
 
 // ----- kernel forms of expression nodes ------------------------------------------------------------
+// Host-callable too: tests/cuda/test_kernels_on_host.cu evaluates kernel forms element by element on the
+// CPU against the CPU executor, so the translation of every node is tested without a GPU.
 
 template <class V>
 struct LeafArgument {
   const V* data;
   index size;
-  __device__ V coeff(index i) const { return i < size ? data[i] : data[i % size]; }
+  PNN_HOST_DEVICE V coeff(index i) const { return i < size ? data[i] : data[i % size]; }
 };
 
 template <class V>
 struct ScalarArgument {
   V value;
-  __device__ V coeff(index) const { return value; }
+  PNN_HOST_DEVICE V coeff(index) const { return value; }
 };
 
 template <class Op, class A>
 struct UnaryArgument {
   A operand;
-  __device__ auto coeff(index i) const { return Op::apply(operand.coeff(i)); }
+  PNN_HOST_DEVICE auto coeff(index i) const { return Op::apply(operand.coeff(i)); }
 };
 
 template <class Op, class A, class B>
 struct BinaryArgument {
   A left;
   B right;
-  __device__ auto coeff(index i) const { return Op::apply(left.coeff(i), right.coeff(i)); }
+  PNN_HOST_DEVICE auto coeff(index i) const { return Op::apply(left.coeff(i), right.coeff(i)); }
 };
 
 // The kernel form of each node type. Static members of one class, so each overload sees all the others
@@ -99,7 +101,7 @@ template <class V, class Argument>
 struct AssignmentArgument {
   V* destination;
   Argument expression;
-  __device__ void run(index i) const { destination[i] = expression.coeff(i); }
+  PNN_HOST_DEVICE void run(index i) const { destination[i] = expression.coeff(i); }
 };
 
 // ----- kernels and launchers -------------------------------------------------------------------------

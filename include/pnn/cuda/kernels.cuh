@@ -25,7 +25,7 @@ inline namespace PNN_CUDA_ABI_TAG {
 struct WindowRange {
   index first, last;
 };
-__device__ inline WindowRange windows_containing(index padded, index kernel, index stride, index outputs) {
+PNN_HOST_DEVICE inline WindowRange windows_containing(index padded, index kernel, index stride, index outputs) {
   const index lowest_reach = padded - (kernel - 1);  // a window starting below this ends before the position
   const index first = lowest_reach <= 0 ? 0 : (lowest_reach + stride - 1) / stride;
   const index last_start = padded / stride;
@@ -33,127 +33,155 @@ __device__ inline WindowRange windows_containing(index padded, index kernel, ind
   return {first, last};
 }
 
+// What each kernel does for element e of its output, as functions the host can call too: the kernels
+// below loop over their elements with them, and tests/cuda/test_kernels_on_host.cu runs them over every
+// element on the CPU against core/kernels.hpp, so their index arithmetic is tested without a GPU.
+
 template <class T>
-PNN_KERNEL void im2col_kernel(const T* input, ConvolutionGeometry g, index total, T* columns) {
+PNN_HOST_DEVICE inline void im2col_element(const T* input, ConvolutionGeometry g, index e, T* columns) {
   const index run = g.kernel * g.channels, patch = g.kernel * run;
   const index positions = g.output_height * g.output_width, sample_size = g.height * g.width * g.channels;
-  for (index e = global_thread(); e < total; e += grid_threads()) {
-    const index row = e / patch, column = e - row * patch;
-    const index sample = row / positions, position = row - sample * positions;
-    const index oh = position / g.output_width, ow = position - oh * g.output_width;
-    const index kh = column / run, within = column - kh * run;
-    const index kw = within / g.channels, c = within - kw * g.channels;
-    const index h = oh * g.stride + kh - g.padding, w = ow * g.stride + kw - g.padding;
-    const bool inside = h >= 0 && h < g.height && w >= 0 && w < g.width;
-    columns[e] = inside ? input[sample * sample_size + (h * g.width + w) * g.channels + c] : T(0);
+  const index row = e / patch, column = e - row * patch;
+  const index sample = row / positions, position = row - sample * positions;
+  const index oh = position / g.output_width, ow = position - oh * g.output_width;
+  const index kh = column / run, within = column - kh * run;
+  const index kw = within / g.channels, c = within - kw * g.channels;
+  const index h = oh * g.stride + kh - g.padding, w = ow * g.stride + kw - g.padding;
+  const bool inside = h >= 0 && h < g.height && w >= 0 && w < g.width;
+  columns[e] = inside ? input[sample * sample_size + (h * g.width + w) * g.channels + c] : T(0);
+}
+
+template <class T>
+PNN_HOST_DEVICE inline void col2im_element(const T* columns, ConvolutionGeometry g, index e, T* input_gradient) {
+  const index patch = g.kernel * g.kernel * g.channels, row_pitch = g.width * g.channels;
+  const index sample_size = g.height * row_pitch;
+  const index sample = e / sample_size, offset = e - sample * sample_size;
+  const index h = offset / row_pitch, within = offset - h * row_pitch;
+  const index w = within / g.channels, c = within - w * g.channels;
+  const WindowRange rows = windows_containing(h + g.padding, g.kernel, g.stride, g.output_height);
+  const WindowRange cols = windows_containing(w + g.padding, g.kernel, g.stride, g.output_width);
+  T sum = T(0);
+  for (index oh = rows.first; oh <= rows.last; ++oh) {
+    const index kh = h + g.padding - oh * g.stride;
+    for (index ow = cols.first; ow <= cols.last; ++ow) {
+      const index kw = w + g.padding - ow * g.stride;
+      const index window = (sample * g.output_height + oh) * g.output_width + ow;
+      sum += columns[window * patch + (kh * g.kernel + kw) * g.channels + c];
+    }
   }
+  input_gradient[e] = sum;
+}
+
+template <class T>
+PNN_HOST_DEVICE inline void max_pool_forward_element(const T* input, ConvolutionGeometry g, index e, T* output,
+                                                     SampleOffset* argmax) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  const index sample = e / pooled, within = e - sample * pooled;
+  const index position = within / g.channels, c = within - position * g.channels;
+  const index oh = position / g.output_width, ow = position - oh * g.output_width;
+  const T* image = input + sample * sample_size;
+  const index corner = oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
+  T best = image[corner];
+  index where = corner;
+  for (index kh = 0; kh < g.kernel; ++kh)
+    for (index kw = kh == 0 ? 1 : 0; kw < g.kernel; ++kw) {
+      const index at = corner + kh * row_pitch + kw * g.channels;
+      if (image[at] > best) {  // strict: the first maximum in window order wins ties
+        best = image[at];
+        where = at;
+      }
+    }
+  output[e] = best;
+  argmax[e] = static_cast<SampleOffset>(where);
+}
+
+template <class T>
+PNN_HOST_DEVICE inline void max_pool_backward_element(const T* output_gradient, const SampleOffset* argmax,
+                                                      ConvolutionGeometry g, index e, T* input_gradient) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  const index sample = e / sample_size, offset = e - sample * sample_size;
+  const index h = offset / row_pitch, within = offset - h * row_pitch;
+  const index w = within / g.channels, c = within - w * g.channels;
+  const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
+  const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
+  const T* gradient = output_gradient + sample * pooled;
+  const SampleOffset* where = argmax + sample * pooled;
+  T sum = T(0);
+  for (index oh = rows.first; oh <= rows.last; ++oh)
+    for (index ow = cols.first; ow <= cols.last; ++ow) {
+      const index i = (oh * g.output_width + ow) * g.channels + c;
+      if (where[i] == static_cast<SampleOffset>(offset)) sum += gradient[i];
+    }
+  input_gradient[e] = sum;
+}
+
+template <class T>
+PNN_HOST_DEVICE inline void avg_pool_forward_element(const T* input, ConvolutionGeometry g, index e, T scale,
+                                                     T* output) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  const index sample = e / pooled, within = e - sample * pooled;
+  const index position = within / g.channels, c = within - position * g.channels;
+  const index oh = position / g.output_width, ow = position - oh * g.output_width;
+  const T* corner = input + sample * sample_size + oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
+  T sum = T(0);
+  for (index kh = 0; kh < g.kernel; ++kh)
+    for (index kw = 0; kw < g.kernel; ++kw) sum += corner[kh * row_pitch + kw * g.channels];
+  output[e] = sum * scale;
+}
+
+template <class T>
+PNN_HOST_DEVICE inline void avg_pool_backward_element(const T* output_gradient, ConvolutionGeometry g, index e, T scale,
+                                                      T* input_gradient) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index pooled = g.output_height * g.output_width * g.channels;
+  const index sample = e / sample_size, offset = e - sample * sample_size;
+  const index h = offset / row_pitch, within = offset - h * row_pitch;
+  const index w = within / g.channels, c = within - w * g.channels;
+  const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
+  const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
+  const T* gradient = output_gradient + sample * pooled;
+  T sum = T(0);
+  for (index oh = rows.first; oh <= rows.last; ++oh)
+    for (index ow = cols.first; ow <= cols.last; ++ow) sum += scale * gradient[(oh * g.output_width + ow) * g.channels + c];
+  input_gradient[e] = sum;
+}
+
+template <class T>
+PNN_KERNEL void im2col_kernel(const T* input, ConvolutionGeometry g, index total, T* columns) {
+  for (index e = global_thread(); e < total; e += grid_threads()) im2col_element(input, g, e, columns);
 }
 
 template <class T>
 PNN_KERNEL void col2im_kernel(const T* columns, ConvolutionGeometry g, index total, T* input_gradient) {
-  const index patch = g.kernel * g.kernel * g.channels, row_pitch = g.width * g.channels;
-  const index sample_size = g.height * row_pitch;
-  for (index e = global_thread(); e < total; e += grid_threads()) {
-    const index sample = e / sample_size, offset = e - sample * sample_size;
-    const index h = offset / row_pitch, within = offset - h * row_pitch;
-    const index w = within / g.channels, c = within - w * g.channels;
-    const WindowRange rows = windows_containing(h + g.padding, g.kernel, g.stride, g.output_height);
-    const WindowRange cols = windows_containing(w + g.padding, g.kernel, g.stride, g.output_width);
-    T sum = T(0);
-    for (index oh = rows.first; oh <= rows.last; ++oh) {
-      const index kh = h + g.padding - oh * g.stride;
-      for (index ow = cols.first; ow <= cols.last; ++ow) {
-        const index kw = w + g.padding - ow * g.stride;
-        const index window = (sample * g.output_height + oh) * g.output_width + ow;
-        sum += columns[window * patch + (kh * g.kernel + kw) * g.channels + c];
-      }
-    }
-    input_gradient[e] = sum;
-  }
+  for (index e = global_thread(); e < total; e += grid_threads()) col2im_element(columns, g, e, input_gradient);
 }
 
 template <class T>
 PNN_KERNEL void max_pool_forward_kernel(const T* input, ConvolutionGeometry g, index total, T* output,
                                         SampleOffset* argmax) {
-  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
-  const index pooled = g.output_height * g.output_width * g.channels;
-  for (index e = global_thread(); e < total; e += grid_threads()) {
-    const index sample = e / pooled, within = e - sample * pooled;
-    const index position = within / g.channels, c = within - position * g.channels;
-    const index oh = position / g.output_width, ow = position - oh * g.output_width;
-    const T* image = input + sample * sample_size;
-    const index corner = oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
-    T best = image[corner];
-    index where = corner;
-    for (index kh = 0; kh < g.kernel; ++kh)
-      for (index kw = kh == 0 ? 1 : 0; kw < g.kernel; ++kw) {
-        const index at = corner + kh * row_pitch + kw * g.channels;
-        if (image[at] > best) {  // strict: the first maximum in window order wins ties
-          best = image[at];
-          where = at;
-        }
-      }
-    output[e] = best;
-    argmax[e] = static_cast<SampleOffset>(where);
-  }
+  for (index e = global_thread(); e < total; e += grid_threads()) max_pool_forward_element(input, g, e, output, argmax);
 }
 
 template <class T>
 PNN_KERNEL void max_pool_backward_kernel(const T* output_gradient, const SampleOffset* argmax, ConvolutionGeometry g,
                                          index total, T* input_gradient) {
-  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
-  const index pooled = g.output_height * g.output_width * g.channels;
-  for (index e = global_thread(); e < total; e += grid_threads()) {
-    const index sample = e / sample_size, offset = e - sample * sample_size;
-    const index h = offset / row_pitch, within = offset - h * row_pitch;
-    const index w = within / g.channels, c = within - w * g.channels;
-    const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
-    const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
-    const T* gradient = output_gradient + sample * pooled;
-    const SampleOffset* where = argmax + sample * pooled;
-    T sum = T(0);
-    for (index oh = rows.first; oh <= rows.last; ++oh)
-      for (index ow = cols.first; ow <= cols.last; ++ow) {
-        const index i = (oh * g.output_width + ow) * g.channels + c;
-        if (where[i] == static_cast<SampleOffset>(offset)) sum += gradient[i];
-      }
-    input_gradient[e] = sum;
-  }
+  for (index e = global_thread(); e < total; e += grid_threads())
+    max_pool_backward_element(output_gradient, argmax, g, e, input_gradient);
 }
 
 template <class T>
 PNN_KERNEL void avg_pool_forward_kernel(const T* input, ConvolutionGeometry g, index total, T scale, T* output) {
-  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
-  const index pooled = g.output_height * g.output_width * g.channels;
-  for (index e = global_thread(); e < total; e += grid_threads()) {
-    const index sample = e / pooled, within = e - sample * pooled;
-    const index position = within / g.channels, c = within - position * g.channels;
-    const index oh = position / g.output_width, ow = position - oh * g.output_width;
-    const T* corner = input + sample * sample_size + oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
-    T sum = T(0);
-    for (index kh = 0; kh < g.kernel; ++kh)
-      for (index kw = 0; kw < g.kernel; ++kw) sum += corner[kh * row_pitch + kw * g.channels];
-    output[e] = sum * scale;
-  }
+  for (index e = global_thread(); e < total; e += grid_threads()) avg_pool_forward_element(input, g, e, scale, output);
 }
 
 template <class T>
 PNN_KERNEL void avg_pool_backward_kernel(const T* output_gradient, ConvolutionGeometry g, index total, T scale,
                                          T* input_gradient) {
-  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
-  const index pooled = g.output_height * g.output_width * g.channels;
-  for (index e = global_thread(); e < total; e += grid_threads()) {
-    const index sample = e / sample_size, offset = e - sample * sample_size;
-    const index h = offset / row_pitch, within = offset - h * row_pitch;
-    const index w = within / g.channels, c = within - w * g.channels;
-    const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
-    const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
-    const T* gradient = output_gradient + sample * pooled;
-    T sum = T(0);
-    for (index oh = rows.first; oh <= rows.last; ++oh)
-      for (index ow = cols.first; ow <= cols.last; ++ow) sum += scale * gradient[(oh * g.output_width + ow) * g.channels + c];
-    input_gradient[e] = sum;
-  }
+  for (index e = global_thread(); e < total; e += grid_threads())
+    avg_pool_backward_element(output_gradient, g, e, scale, input_gradient);
 }
 
 // The device of `memory` made current, and its stream and grid for `total` elements.

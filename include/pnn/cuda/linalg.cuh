@@ -69,6 +69,41 @@ constexpr cudaDataType_t cublas_type() {
   else return CUDA_R_64F;
 }
 
+// The operands of the cublasGemmEx call that computes the row-major C = op(A) op(B) (m x n, inner size k)
+// in column-major terms: C^T (n x m, leading dimension n) = op(B)^T (n x k) * op(A)^T (k x m). Each stored
+// row-major matrix is the column-major storage of its transpose with its row length as leading dimension,
+// so B comes first and each operand keeps its own transpose flag. Named as cuBLAS names them. A function
+// of its own so that tests/cuda/test_kernels_on_host.cu checks the mapping against BLAS's definition of
+// gemm without a GPU.
+template <class T>
+struct CublasProduct {
+  cublasOperation_t transa, transb;
+  int m, n, k;
+  const T* A;
+  int lda;
+  const T* B;
+  int ldb;
+  T* C;
+  int ldc;
+};
+
+template <class T>
+CublasProduct<T> cublas_product(TensorView<const T, 2, cuda> a, TensorView<const T, 2, cuda> b,
+                                TensorView<T, 2, cuda> c, const GemmOptions& options) {
+  const auto [m, n, k] = detail::gemm_shape(a, b, c, options);
+  return {options.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+          options.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+          cublas_dimension(n, "n"),
+          cublas_dimension(m, "m"),
+          cublas_dimension(k, "k"),
+          b.data(),
+          std::max(1, cublas_dimension(b.dim(1), "the leading dimension of B")),
+          a.data(),
+          std::max(1, cublas_dimension(a.dim(1), "the leading dimension of A")),
+          c.data(),
+          std::max(1, cublas_dimension(n, "n"))};
+}
+
 }  // namespace cuda_detail
 
 template <class T>
@@ -90,17 +125,10 @@ void gemm(TensorView<const T, 2, cuda> a, TensorView<const T, 2, cuda> b, Tensor
   const cublasComputeType_t compute = std::is_same_v<T, double>  ? CUBLAS_COMPUTE_64F
                                       : cuda_settings().allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                                   : CUBLAS_COMPUTE_32F;
-  // Column-major: C^T (n x m, leading dimension n) = op(B)^T (n x k) * op(A)^T (k x m). Each stored
-  // row-major matrix is the column-major storage of its transpose with its row length as leading dimension.
-  PNN_CUDA_CHECK(cublasGemmEx(handle, options.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                              options.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, cuda_detail::cublas_dimension(n, "n"),
-                              cuda_detail::cublas_dimension(m, "m"), cuda_detail::cublas_dimension(k, "k"), &alpha,
-                              b.data(), cuda_detail::cublas_type<T>(),
-                              std::max(1, cuda_detail::cublas_dimension(b.dim(1), "the leading dimension of B")),
-                              a.data(), cuda_detail::cublas_type<T>(),
-                              std::max(1, cuda_detail::cublas_dimension(a.dim(1), "the leading dimension of A")),
-                              &beta, c.data(), cuda_detail::cublas_type<T>(), cuda_detail::cublas_dimension(n, "n"),
-                              compute, CUBLAS_GEMM_DEFAULT));
+  const cuda_detail::CublasProduct<T> p = cuda_detail::cublas_product(a, b, c, options);
+  PNN_CUDA_CHECK(cublasGemmEx(handle, p.transa, p.transb, p.m, p.n, p.k, &alpha, p.A, cuda_detail::cublas_type<T>(),
+                              p.lda, p.B, cuda_detail::cublas_type<T>(), p.ldb, &beta, p.C,
+                              cuda_detail::cublas_type<T>(), p.ldc, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 namespace cuda_detail {

@@ -28,33 +28,41 @@ inline constexpr std::uint8_t no_invalid_row_byte = 0x7f;
 
 inline namespace PNN_CUDA_ABI_TAG {
 
-__device__ inline float exp_of(float x) { return expf(x); }
-__device__ inline double exp_of(double x) { return ::exp(x); }
-__device__ inline float log_of(float x) { return logf(x); }
-__device__ inline double log_of(double x) { return ::log(x); }
+PNN_HOST_DEVICE inline float exp_of(float x) { return expf(x); }
+PNN_HOST_DEVICE inline double exp_of(double x) { return ::exp(x); }
+PNN_HOST_DEVICE inline float log_of(float x) { return logf(x); }
+PNN_HOST_DEVICE inline double log_of(double x) { return ::log(x); }
+
+// Row i: its loss into row_losses[i] and, unless gradient is null, its gradient row. A function the host
+// can call too, so tests/cuda/test_kernels_on_host.cu checks it against the CPU loss without a GPU.
+// Returns false, writing nothing, when the row's label is outside [0, classes).
+template <class T>
+PNN_HOST_DEVICE inline bool softmax_cross_entropy_row(const T* logits, const std::int32_t* labels, index i,
+                                                      index classes, T scale, T* gradient, double* row_losses) {
+  const std::int32_t label = labels[i];
+  if (label < 0 || label >= classes) return false;
+  const T* z = logits + i * classes;
+  T peak = z[0];
+  for (index j = 1; j < classes; ++j) peak = z[j] > peak ? z[j] : peak;
+  T denominator = 0;
+  for (index j = 0; j < classes; ++j) denominator += exp_of(z[j] - peak);
+  const T log_denominator = log_of(denominator);
+  row_losses[i] = static_cast<double>(log_denominator + peak - z[label]);
+  if (gradient) {
+    T* g = gradient + i * classes;
+    for (index j = 0; j < classes; ++j) g[j] = exp_of(z[j] - peak - log_denominator) * scale;
+    g[label] -= scale;
+  }
+  return true;
+}
 
 template <class T>
 PNN_KERNEL void softmax_cross_entropy_kernel(const T* logits, const std::int32_t* labels, index batch, index classes,
                                              T scale, T* gradient, double* row_losses, int* first_invalid_row) {
   for (index i = global_thread(); i < batch; i += grid_threads()) {
-    const std::int32_t label = labels[i];
-    if (label < 0 || label >= classes) {
-      atomicMin(first_invalid_row, static_cast<int>(i));
-      row_losses[i] = 0;
-      continue;
-    }
-    const T* z = logits + i * classes;
-    T peak = z[0];
-    for (index j = 1; j < classes; ++j) peak = z[j] > peak ? z[j] : peak;
-    T denominator = 0;
-    for (index j = 0; j < classes; ++j) denominator += exp_of(z[j] - peak);
-    const T log_denominator = log_of(denominator);
-    row_losses[i] = static_cast<double>(log_denominator + peak - z[label]);
-    if (gradient) {
-      T* g = gradient + i * classes;
-      for (index j = 0; j < classes; ++j) g[j] = exp_of(z[j] - peak - log_denominator) * scale;
-      g[label] -= scale;
-    }
+    if (softmax_cross_entropy_row(logits, labels, i, classes, scale, gradient, row_losses)) continue;
+    atomicMin(first_invalid_row, static_cast<int>(i));
+    row_losses[i] = 0;
   }
 }
 
