@@ -33,6 +33,31 @@ PNN_HOST_DEVICE inline WindowRange windows_containing(index padded, index kernel
   return {first, last};
 }
 
+// Input element e of a batch of samples: its sample, its offset within the sample, and its (h, w, c).
+struct InputPosition {
+  index sample, offset, h, w, c;
+};
+PNN_HOST_DEVICE inline InputPosition input_position(const ConvolutionGeometry& g, index e) {
+  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
+  const index sample = e / sample_size, offset = e - sample * sample_size;
+  const index h = offset / row_pitch, within = offset - h * row_pitch;
+  const index w = within / g.channels;
+  return {sample, offset, h, w, within - w * g.channels};
+}
+
+// Pooled element e of a batch: its sample, and the offset within the sample of its window's first
+// element (in the element's channel).
+struct PooledPosition {
+  index sample, corner;
+};
+PNN_HOST_DEVICE inline PooledPosition pooled_position(const ConvolutionGeometry& g, index e) {
+  const index pooled = g.output_height * g.output_width * g.channels;
+  const index sample = e / pooled, within = e - sample * pooled;
+  const index position = within / g.channels, c = within - position * g.channels;
+  const index oh = position / g.output_width, ow = position - oh * g.output_width;
+  return {sample, (oh * g.width + ow) * g.stride * g.channels + c};
+}
+
 // What each kernel does for element e of its output, as functions the host can call too: the kernels
 // below loop over their elements with them, and tests/cuda/test_kernels_on_host.cu runs them over every
 // element on the CPU against core/kernels.hpp, so their index arithmetic is tested without a GPU.
@@ -53,20 +78,17 @@ PNN_HOST_DEVICE inline void im2col_element(const T* input, ConvolutionGeometry g
 
 template <class T>
 PNN_HOST_DEVICE inline void col2im_element(const T* columns, ConvolutionGeometry g, index e, T* input_gradient) {
-  const index patch = g.kernel * g.kernel * g.channels, row_pitch = g.width * g.channels;
-  const index sample_size = g.height * row_pitch;
-  const index sample = e / sample_size, offset = e - sample * sample_size;
-  const index h = offset / row_pitch, within = offset - h * row_pitch;
-  const index w = within / g.channels, c = within - w * g.channels;
-  const WindowRange rows = windows_containing(h + g.padding, g.kernel, g.stride, g.output_height);
-  const WindowRange cols = windows_containing(w + g.padding, g.kernel, g.stride, g.output_width);
+  const index patch = g.kernel * g.kernel * g.channels;
+  const InputPosition p = input_position(g, e);
+  const WindowRange rows = windows_containing(p.h + g.padding, g.kernel, g.stride, g.output_height);
+  const WindowRange cols = windows_containing(p.w + g.padding, g.kernel, g.stride, g.output_width);
   T sum = T(0);
   for (index oh = rows.first; oh <= rows.last; ++oh) {
-    const index kh = h + g.padding - oh * g.stride;
+    const index kh = p.h + g.padding - oh * g.stride;
     for (index ow = cols.first; ow <= cols.last; ++ow) {
-      const index kw = w + g.padding - ow * g.stride;
-      const index window = (sample * g.output_height + oh) * g.output_width + ow;
-      sum += columns[window * patch + (kh * g.kernel + kw) * g.channels + c];
+      const index kw = p.w + g.padding - ow * g.stride;
+      const index window = (p.sample * g.output_height + oh) * g.output_width + ow;
+      sum += columns[window * patch + (kh * g.kernel + kw) * g.channels + p.c];
     }
   }
   input_gradient[e] = sum;
@@ -76,17 +98,13 @@ template <class T>
 PNN_HOST_DEVICE inline void max_pool_forward_element(const T* input, ConvolutionGeometry g, index e, T* output,
                                                      SampleOffset* argmax) {
   const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
-  const index pooled = g.output_height * g.output_width * g.channels;
-  const index sample = e / pooled, within = e - sample * pooled;
-  const index position = within / g.channels, c = within - position * g.channels;
-  const index oh = position / g.output_width, ow = position - oh * g.output_width;
-  const T* image = input + sample * sample_size;
-  const index corner = oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
-  T best = image[corner];
-  index where = corner;
+  const PooledPosition p = pooled_position(g, e);
+  const T* image = input + p.sample * sample_size;
+  T best = image[p.corner];
+  index where = p.corner;
   for (index kh = 0; kh < g.kernel; ++kh)
     for (index kw = kh == 0 ? 1 : 0; kw < g.kernel; ++kw) {
-      const index at = corner + kh * row_pitch + kw * g.channels;
+      const index at = p.corner + kh * row_pitch + kw * g.channels;
       if (image[at] > best) {  // strict: the first maximum in window order wins ties
         best = image[at];
         where = at;
@@ -99,20 +117,17 @@ PNN_HOST_DEVICE inline void max_pool_forward_element(const T* input, Convolution
 template <class T>
 PNN_HOST_DEVICE inline void max_pool_backward_element(const T* output_gradient, const SampleOffset* argmax,
                                                       ConvolutionGeometry g, index e, T* input_gradient) {
-  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
   const index pooled = g.output_height * g.output_width * g.channels;
-  const index sample = e / sample_size, offset = e - sample * sample_size;
-  const index h = offset / row_pitch, within = offset - h * row_pitch;
-  const index w = within / g.channels, c = within - w * g.channels;
-  const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
-  const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
-  const T* gradient = output_gradient + sample * pooled;
-  const SampleOffset* where = argmax + sample * pooled;
+  const InputPosition p = input_position(g, e);
+  const WindowRange rows = windows_containing(p.h, g.kernel, g.stride, g.output_height);
+  const WindowRange cols = windows_containing(p.w, g.kernel, g.stride, g.output_width);
+  const T* gradient = output_gradient + p.sample * pooled;
+  const SampleOffset* where = argmax + p.sample * pooled;
   T sum = T(0);
   for (index oh = rows.first; oh <= rows.last; ++oh)
     for (index ow = cols.first; ow <= cols.last; ++ow) {
-      const index i = (oh * g.output_width + ow) * g.channels + c;
-      if (where[i] == static_cast<SampleOffset>(offset)) sum += gradient[i];
+      const index i = (oh * g.output_width + ow) * g.channels + p.c;
+      if (where[i] == static_cast<SampleOffset>(p.offset)) sum += gradient[i];
     }
   input_gradient[e] = sum;
 }
@@ -121,11 +136,8 @@ template <class T>
 PNN_HOST_DEVICE inline void avg_pool_forward_element(const T* input, ConvolutionGeometry g, index e, T scale,
                                                      T* output) {
   const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
-  const index pooled = g.output_height * g.output_width * g.channels;
-  const index sample = e / pooled, within = e - sample * pooled;
-  const index position = within / g.channels, c = within - position * g.channels;
-  const index oh = position / g.output_width, ow = position - oh * g.output_width;
-  const T* corner = input + sample * sample_size + oh * g.stride * row_pitch + ow * g.stride * g.channels + c;
+  const PooledPosition p = pooled_position(g, e);
+  const T* corner = input + p.sample * sample_size + p.corner;
   T sum = T(0);
   for (index kh = 0; kh < g.kernel; ++kh)
     for (index kw = 0; kw < g.kernel; ++kw) sum += corner[kh * row_pitch + kw * g.channels];
@@ -135,17 +147,14 @@ PNN_HOST_DEVICE inline void avg_pool_forward_element(const T* input, Convolution
 template <class T>
 PNN_HOST_DEVICE inline void avg_pool_backward_element(const T* output_gradient, ConvolutionGeometry g, index e, T scale,
                                                       T* input_gradient) {
-  const index row_pitch = g.width * g.channels, sample_size = g.height * row_pitch;
   const index pooled = g.output_height * g.output_width * g.channels;
-  const index sample = e / sample_size, offset = e - sample * sample_size;
-  const index h = offset / row_pitch, within = offset - h * row_pitch;
-  const index w = within / g.channels, c = within - w * g.channels;
-  const WindowRange rows = windows_containing(h, g.kernel, g.stride, g.output_height);
-  const WindowRange cols = windows_containing(w, g.kernel, g.stride, g.output_width);
-  const T* gradient = output_gradient + sample * pooled;
+  const InputPosition p = input_position(g, e);
+  const WindowRange rows = windows_containing(p.h, g.kernel, g.stride, g.output_height);
+  const WindowRange cols = windows_containing(p.w, g.kernel, g.stride, g.output_width);
+  const T* gradient = output_gradient + p.sample * pooled;
   T sum = T(0);
   for (index oh = rows.first; oh <= rows.last; ++oh)
-    for (index ow = cols.first; ow <= cols.last; ++ow) sum += scale * gradient[(oh * g.output_width + ow) * g.channels + c];
+    for (index ow = cols.first; ow <= cols.last; ++ow) sum += scale * gradient[(oh * g.output_width + ow) * g.channels + p.c];
   input_gradient[e] = sum;
 }
 
