@@ -154,7 +154,8 @@ PNN_HOST_DEVICE inline void avg_pool_backward_element(const T* output_gradient, 
   const T* gradient = output_gradient + p.sample * pooled;
   T sum = T(0);
   for (index oh = rows.first; oh <= rows.last; ++oh)
-    for (index ow = cols.first; ow <= cols.last; ++ow) sum += scale * gradient[(oh * g.output_width + ow) * g.channels + p.c];
+    for (index ow = cols.first; ow <= cols.last; ++ow)
+      sum += scale * gradient[(oh * g.output_width + ow) * g.channels + p.c];
   input_gradient[e] = sum;
 }
 
