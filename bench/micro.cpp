@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include <pnn/core/linalg.hpp>
+#include <pnn/cpu/linalg.hpp>
 #include <pnn/core/random.hpp>
 #include <pnn/layers/conv2d.hpp>
 #include <pnn/layers/dense.hpp>

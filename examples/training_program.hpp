@@ -223,7 +223,7 @@ int run_training_program(int argc, char** argv, const std::string& description, 
       std::cout << "test accuracy " << 100 * history.back().test_accuracy << "% after " << history.back().steps
                 << " steps\n";
     if (!flags.save.empty()) {
-      model.save(flags.save);
+      save(model, flags.save);
       if (verbose) std::cout << "saved " << flags.save << "\n";
     }
   } catch (const std::exception& error) {

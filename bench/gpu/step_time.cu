@@ -1,7 +1,7 @@
 // bench/gpu/step_time.cu: the training step time of pnn's example MLP and CNN on the GPU, at each batch
 // size, three ways, printing one JSON line per (model, batch, mode):
 //
-//   eager       model.train_step(...): every kernel launched from the host, and the loss returned to the
+//   eager       pnn::train_step(model, ...): every kernel launched from the host, and the loss returned to the
 //               host (one synchronisation per step), as fit() trains
 //   uncaptured  CudaGraphStep::run_uncaptured(): the same kernels launched from the host, loss left on the
 //               device, no synchronisation
@@ -94,7 +94,7 @@ void check(const char* name, pnn::index batch, const Staged& data, long steps) {
   pnn::CudaGraphStep uncaptured(uncaptured_model, uncaptured_optimizer, batch);
   float eager_loss = 0;
   for (long i = 0; i < steps; ++i) {
-    eager_loss = eager_model.train_step(data.x(i), data.y(i), eager_optimizer, pnn::SoftmaxCrossEntropy{});
+    eager_loss = pnn::train_step(eager_model, data.x(i), data.y(i), eager_optimizer, pnn::SoftmaxCrossEntropy{});
     graph.run(data.x(i), data.y(i));
     pnn::copy(data.x(i), uncaptured.inputs());
     pnn::copy(data.y(i), uncaptured.targets());
@@ -127,7 +127,7 @@ void time_mode(const char* name, pnn::index batch, const std::string& mode, cons
   bench::Timing timing;
   if (mode == "eager") {
     timing = bench::time_calls(stream, warmup, steps, [&](int i) {
-      loss = model.train_step(data.x(i), data.y(i), optimizer, pnn::SoftmaxCrossEntropy{});
+      loss = pnn::train_step(model, data.x(i), data.y(i), optimizer, pnn::SoftmaxCrossEntropy{});
     });
   } else if (mode == "graph" || mode == "uncaptured") {
     pnn::CudaGraphStep step(model, optimizer, batch);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <pnn/core/tensor.hpp>
+#include <pnn/cpu/cpu.hpp>
 #include <vector>
 
 using pnn::Tensor;

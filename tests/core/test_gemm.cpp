@@ -1,4 +1,4 @@
-// gemm(): pnn's float kernel (core/cpu_gemm.hpp) and the Eigen path for double against a plain triple
+// gemm(): pnn's float kernel (cpu/gemm.hpp) and the Eigen path for double against a plain triple
 // loop in double precision, over transposes, awkward sizes, alpha and beta, every kernel shape and
 // packing choice; plus bit-for-bit determinism across calls and thread counts, and shape checks.
 #include <doctest/doctest.h>
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <iterator>
 #include <limits>
-#include <pnn/core/linalg.hpp>
+#include <pnn/cpu/linalg.hpp>
 #include <random>
 #include <string>
 #include <vector>

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <pnn/core/timeline.hpp>
+#include <pnn/cpu/timeline.hpp>
 #include <string>
 #include <thread>
 #include <utility>

@@ -67,8 +67,8 @@ void check_graph_training(int steps, Schedule schedule, int reset_at, pnn::index
     const auto y = random_labels(batch, 200 + static_cast<std::uint64_t>(i));
     const auto x_device = to_device(x);
     const auto y_device = to_device(y);
-    host_loss = host.train_step(x.view(), y.view(), host_optimizer, SoftmaxCrossEntropy{});
-    eager_loss = eager.train_step(x_device.view(), y_device.view(), eager_optimizer, SoftmaxCrossEntropy{});
+    host_loss = train_step(host, x.view(), y.view(), host_optimizer, SoftmaxCrossEntropy{});
+    eager_loss = train_step(eager, x_device.view(), y_device.view(), eager_optimizer, SoftmaxCrossEntropy{});
     if (i % 2 == 0) step.run(testing::const_view(x_device), testing::const_view(y_device));
     else step.run(testing::const_view(x), testing::const_view(y));
     CHECK(step.loss() == doctest::Approx(eager_loss).epsilon(1e-5));
@@ -114,9 +114,9 @@ void check_eager_step_between_replays(int steps, int eager_at, pnn::index eager_
       eager_optimizer.reset();
       graph_optimizer.reset();
     }
-    eager.train_step(testing::const_view(x), testing::const_view(y), eager_optimizer, SoftmaxCrossEntropy{});
+    train_step(eager, testing::const_view(x), testing::const_view(y), eager_optimizer, SoftmaxCrossEntropy{});
     if (i == eager_at) {
-      graphed.train_step(testing::const_view(x), testing::const_view(y), graph_optimizer, SoftmaxCrossEntropy{});
+      train_step(graphed, testing::const_view(x), testing::const_view(y), graph_optimizer, SoftmaxCrossEntropy{});
       for (int c = 0; canary_elements > 0 && c < 8; ++c) {
         canaries.emplace_back(Extents<1>{canary_elements});
         canaries.back().view() = canaries.back() + 7.0f;

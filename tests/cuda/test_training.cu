@@ -158,8 +158,8 @@ TEST_CASE("cuda.model.cnn_train_steps_equal_cpu" * needs_gpu()) {
   std::uint64_t reserved_after_two_steps = 0;
   for (int step = 0; step < 6; ++step) {
     CAPTURE(step);
-    const float expected = host.train_step(images.view(), labels.view(), host_optimizer, SoftmaxCrossEntropy{});
-    const float actual = device.train_step(images_device.view(), labels_device.view(), device_optimizer, SoftmaxCrossEntropy{});
+    const float expected = train_step(host, images.view(), labels.view(), host_optimizer, SoftmaxCrossEntropy{});
+    const float actual = train_step(device, images_device.view(), labels_device.view(), device_optimizer, SoftmaxCrossEntropy{});
     CHECK(actual == doctest::Approx(expected).epsilon(1e-4));
     if (step == 1) {
       cuda_synchronize();
@@ -212,22 +212,22 @@ TEST_CASE("cuda.model.save_and_load" * needs_gpu()) {
   const auto labels = to_device(random_labels(8, 10, 41));
   CudaCnn trained(8);
   Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});
-  trained.train_step(images.view(), labels.view(), optimizer, SoftmaxCrossEntropy{});
-  trained.save(path);
+  train_step(trained, images.view(), labels.view(), optimizer, SoftmaxCrossEntropy{});
+  save(trained, path);
 
   // The file is the one a cpu model writes: a cpu model reads it and holds the same values.
   Cnn host(99);
-  host.load(path);
+  load(host, path);
   check_close("parameters read on the cpu", host.parameter_values(), trained.parameter_values(), 0);
   check_close("buffers read on the cpu", host.buffer_values(), trained.buffer_values(), 0);
   CudaCnn loaded(99);
-  loaded.load(path);
+  load(loaded, path);
   check_close("parameters read on cuda", host.parameter_values(), loaded.parameter_values(), 0);
   check_close("buffers read on cuda", host.buffer_values(), loaded.buffer_values(), 0);
   std::filesystem::remove(path);
   // A file of another model changes nothing.
-  Sequential<Input<3>, Dense<2>>(1).save(path);
-  CHECK_THROWS_AS(loaded.load(path), IoError);
+  save(Sequential<Input<3>, Dense<2>>(1), path);
+  CHECK_THROWS_AS(load(loaded, path), IoError);
   check_close("parameters after a failed load", host.parameter_values(), loaded.parameter_values(), 0);
   std::filesystem::remove(path);
 }

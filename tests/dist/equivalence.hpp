@@ -34,7 +34,7 @@ std::vector<float> train(Model& model, OptimizerType& optimizer, const Data& dat
   index begin = 0;
   for (index s = 0; s < steps; ++s) {
     const index count = std::min(batch, n - begin);
-    losses.push_back(model.train_step(data.inputs.view().rows(begin, count), data.labels.view().rows(begin, count),
+    losses.push_back(train_step(model, data.inputs.view().rows(begin, count), data.labels.view().rows(begin, count),
                                       optimizer, SoftmaxCrossEntropy{}));
     begin = begin + count >= n ? 0 : begin + count;
   }

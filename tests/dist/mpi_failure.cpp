@@ -14,7 +14,7 @@ int main() {
   Tensor<float, 2> inputs(4, 4);
   Tensor<std::int32_t, 1> labels(Extents<1>{4});
   labels[3] = 7;  // a label outside [0, 3): row 3 belongs to the last rank's share
-  model.train_step(TensorView<const float, 2>(inputs), TensorView<const std::int32_t, 1>(labels), optimizer,
+  train_step(model, TensorView<const float, 2>(inputs), TensorView<const std::int32_t, 1>(labels), optimizer,
                    SoftmaxCrossEntropy{});
   return 0;
 }

@@ -50,11 +50,11 @@ TEST_CASE("distributed.a_throwing_rank_stops_every_rank") {
   TripwireBatch batch;
   batch.inputs(3, 1) = std::nanf("");  // row 3 belongs to rank 1's half
   const auto start = std::chrono::steady_clock::now();
-  CHECK_THROWS_WITH_AS(model.train_step(batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
+  CHECK_THROWS_WITH_AS(train_step(model, batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
                        "rank 1 failed in train_step: NaN in the input batch", RankFailure);
   CHECK(std::chrono::steady_clock::now() - start < 5s);
   // The model refuses further use rather than hanging or computing with a broken group.
-  CHECK_THROWS_WITH_AS(model.train_step(batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
+  CHECK_THROWS_WITH_AS(train_step(model, batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
                        doctest::Contains("cannot be used after a failure"), RankFailure);
 }
 
@@ -65,7 +65,7 @@ TEST_CASE("distributed.a_throwing_pipeline_stage_stops_every_stage") {
   TripwireBatch batch;
   // Stage 1 starts with the Tripwire; a NaN input reaches it through Dense.
   batch.inputs(0, 0) = std::nanf("");
-  CHECK_THROWS_WITH_AS(model.train_step(batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
+  CHECK_THROWS_WITH_AS(train_step(model, batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
                        doctest::Contains("rank 1 failed in train_step: NaN in the input batch"), RankFailure);
 }
 
@@ -75,7 +75,7 @@ TEST_CASE("distributed.a_rank_that_never_arrives_is_named") {
   TripwireBatch batch;
   batch.inputs(2, 0) = -1000;  // the first row of rank 1's half: rank 1 stalls in forward
   const auto start = std::chrono::steady_clock::now();
-  CHECK_THROWS_WITH_AS(model.train_step(batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
+  CHECK_THROWS_WITH_AS(train_step(model, batch.inputs.view(), batch.labels.view(), optimizer, SoftmaxCrossEntropy{}),
                        doctest::Contains("rank(s) 1 did not arrive"), RankFailure);
   CHECK(std::chrono::steady_clock::now() - start < 5s);
 }

@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <pnn/core/kernels.hpp>
+#include <pnn/cpu/kernels.hpp>
 #include <pnn/layers/avg_pool2d.hpp>
 #include <pnn/layers/conv2d.hpp>
 #include <pnn/layers/max_pool2d.hpp>

@@ -77,6 +77,36 @@ TEST_CASE("sequential.layer_offset_gives_the_same_names_and_values") {
   for (pnn::index i = 0; i < a.size(); ++i) REQUIRE(a[i] == b[i]);
 }
 
+TEST_CASE("sequential.parameters_know_the_layer_that_declared_them") {
+  // A slice numbered from layer 3, with blocks whose inner stacks number their own layers from 0: every
+  // parameter belongs to the model's layer its name starts with, and each layer's gradient range covers
+  // exactly its parameters (the data-parallel buckets and gradient hooks rely on it).
+  using Slice = Sequential<Input<6>, Dense<6>, Residual<Dense<6>, ReLU, Dense<6>>, Tanh,
+                           Residual<Shortcut<Dense<4>>, Dense<5>, Tanh, Dense<4>>, Dense<2>>;
+  Slice slice(5, 3);
+  for (const auto& p : slice.parameters()) {
+    CAPTURE(p.name());
+    CHECK(p.declaration.layer == std::stoul(p.name().substr(0, p.name().find('.'))));
+  }
+  const auto& ranges = slice.layer_gradient_ranges();
+  REQUIRE(ranges.size() == 5);
+  CHECK(ranges[2] == std::pair<pnn::index, pnn::index>{0, 0});  // Tanh
+  for (std::size_t layer = 0; layer < ranges.size(); ++layer) {
+    pnn::index first = -1, last = -1;
+    for (const auto& p : slice.parameters()) {
+      if (p.declaration.layer != layer + 3) continue;
+      const pnn::index begin = p.gradient.data() - slice.parameter_gradients().data();
+      if (first < 0) first = begin;
+      last = begin + p.gradient.size();
+    }
+    CAPTURE(layer);
+    if (first < 0) continue;
+    CHECK(ranges[layer].first == first);
+    CHECK(ranges[layer].second >= last);
+    CHECK(ranges[layer].second - last < 16);  // only the alignment padding after the layer's last parameter
+  }
+}
+
 TEST_CASE("sequential.copies_are_deep_and_moves_keep_views_valid") {
   using Net = Sequential<Input<3>, Dense<2>>;
   Net a(1);
@@ -98,7 +128,7 @@ TEST_CASE("sequential.first_layer_does_not_compute_an_input_gradient") {
   Tensor<std::int32_t, 1> labels({2}, {0, 1});
   Optimizer<SGD> optimizer;
   InputGradientSpy::requested = InputGradientSpy::skipped = 0;
-  net.train_step(x.view(), labels.view(), optimizer, SoftmaxCrossEntropy{});
+  train_step(net, x.view(), labels.view(), optimizer, SoftmaxCrossEntropy{});
   CHECK(InputGradientSpy::skipped == 1);    // the first layer
   CHECK(InputGradientSpy::requested == 1);  // the inner one
 }

@@ -4,7 +4,7 @@
 //   assign(destination, expression)      evaluate into a tensor view of the same shape
 //   evaluate(into(a, e1), into(b, e2))   several assignments fused into one pass over memory
 //   sum / maximum / minimum(expression)  reductions to a scalar
-// The cpu executor is in core/cpu_executor.hpp; the cuda one in include/pnn/cuda/executor.cuh.
+// The cpu executor is in cpu/executor.hpp; the cuda one in cuda/executor.cuh.
 #pragma once
 
 #include <utility>
@@ -16,8 +16,8 @@ namespace pnn {
 template <class D>
 struct Executor {
   static_assert(always_false<D>,
-                "pnn has no Executor for this device. For pnn::cuda, include <pnn/cuda/cuda.hpp> in a .cu "
-                "file compiled by nvcc.");
+                "pnn has no Executor for this device. For pnn::cpu, include <pnn/cpu/cpu.hpp>; for pnn::cuda, "
+                "include <pnn/cuda/cuda.hpp> in a .cu file compiled by nvcc.");
 };
 
 namespace detail {

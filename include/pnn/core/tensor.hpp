@@ -261,11 +261,6 @@ class Tensor : public Expression<Tensor<T, Rank, D>> {
   Extents<Rank> shape_{};
 };
 
-template <class T, class D = cpu>
-using Matrix = TensorView<T, 2, D>;
-template <class T, class D = cpu>
-using ConstMatrix = TensorView<const T, 2, D>;
-
 // Copies elements between views of equal size on the same device. Copies between devices are overloads
 // of the same function, defined by the device's headers (host <-> cuda in include/pnn/cuda/).
 template <class T, std::size_t R, class D>
@@ -276,5 +271,3 @@ void copy(TensorView<const T, R, D> source, TensorView<T, R, D> destination) {
 }
 
 }  // namespace pnn
-
-#include "pnn/core/cpu_executor.hpp"

@@ -15,7 +15,6 @@
 // Marks are indices, valid until clear(); a cleared timeline reuses what it holds (events, on a GPU).
 #pragma once
 
-#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <vector>
@@ -29,8 +28,9 @@ namespace pnn {
 template <class D>
 class Timeline {
   static_assert(always_false<D>,
-                "pnn has no Timeline for this device type. For pnn::cuda, include <pnn/cuda/cuda.hpp> in a .cu file "
-                "compiled by nvcc; a new device specialises Timeline next to its DeviceTraits.");
+                "pnn has no Timeline for this device type. For pnn::cpu, include <pnn/cpu/cpu.hpp>; for pnn::cuda, "
+                "include <pnn/cuda/cuda.hpp> in a .cu file compiled by nvcc; a new device specialises Timeline "
+                "next to its DeviceTraits.");
 };
 
 template <class T>
@@ -49,30 +49,5 @@ inline void check_marks(std::size_t from, std::size_t to, std::size_t size) {
             size, " marks (marks are forgotten by clear())");
 }
 }  // namespace detail
-
-template <>
-class Timeline<cpu> {
- public:
-  using Mark = std::size_t;
-
-  Mark mark() {
-    marks_.push_back(Clock::now());
-    return marks_.size() - 1;
-  }
-  bool ready() const { return true; }  // the cpu has done the work by the time the mark is taken
-  void wait() const {}
-  double seconds(Mark from, Mark to) const {
-    detail::check_marks(from, to, marks_.size());
-    return std::chrono::duration<double>(marks_[to] - marks_[from]).count();
-  }
-  void clear() { marks_.clear(); }
-  std::size_t size() const { return marks_.size(); }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  std::vector<Clock::time_point> marks_;
-};
-
-static_assert(DeviceTimeline<Timeline<cpu>>);
 
 }  // namespace pnn

@@ -7,8 +7,8 @@
 // (memory.cuh), the fused expression executor (executor.cuh), cuBLAS matrix products and column sums
 // (linalg.cuh), the convolution and pooling kernels (kernels.cuh), softmax cross-entropy (loss.cuh), and
 // the events the strategies time the device with (timeline.cuh).
-// The layers, losses and optimisers call these through the same free functions as on the CPU, so every
-// layer runs on cuda unchanged. The NCCL communicator is separate: <pnn/cuda/nccl.cuh>.
+// The layers, losses and optimisers call these through the same free functions as on the CPU (the
+// Backend concept, core/backend.hpp, checked below), so every layer runs on cuda unchanged. The NCCL communicator is separate: <pnn/cuda/nccl.cuh>.
 #pragma once
 
 #include "pnn/pnn.hpp"
@@ -19,3 +19,7 @@
 #include "pnn/cuda/memory.cuh"
 #include "pnn/cuda/runtime.cuh"
 #include "pnn/cuda/timeline.cuh"
+
+namespace pnn {
+static_assert(Backend<cuda, float>, "the CUDA backend must supply everything core/backend.hpp lists");
+}  // namespace pnn

@@ -185,7 +185,7 @@ struct CudaDeviceLoss<SoftmaxCrossEntropy> {
     const int device = current_device();
     cudaStream_t stream = cuda_stream(device);
     PNN_CUDA_CHECK(cudaMemsetAsync(scratch.first_invalid_row.data(), no_invalid_row_byte, sizeof(int), stream));
-    // The eager loss's kernel and arithmetic (loss.cuh), so gradient and loss have model.train_step's bits.
+    // The eager loss's kernel and arithmetic (loss.cuh), so gradient and loss have pnn::train_step's bits.
     const T scale = T(1) / static_cast<T>(batch);
     softmax_cross_entropy_kernel<T><<<grid_blocks(batch, device), block_threads, 0, stream>>>(
         logits.data(), labels.data(), batch, classes, scale, gradient.data(), scratch.row_losses.data(),
@@ -222,11 +222,11 @@ class CudaGraphStep {
   static_assert(!std::is_same_v<Rule, LARS>,
                 "CudaGraphStep cannot capture LARS: its trust ratio needs each layer's weight and gradient norms on "
                 "the host every step, a synchronisation a CUDA graph cannot contain. Train LARS with "
-                "model.train_step(...)");
+                "pnn::train_step(model, ...)");
   static_assert(!std::is_same_v<Rule, Adam>,
                 "CudaGraphStep cannot capture Adam: its bias correction depends on the step number, which a "
                 "captured graph would freeze at the step it was captured in. Train Adam with "
-                "model.train_step(...), or capture SGD");
+                "pnn::train_step(model, ...), or capture SGD");
   static_assert(std::is_same_v<Rule, LARS> || std::is_same_v<Rule, Adam> || cuda_graph_capturable_rule<Rule>,
                 "CudaGraphStep: this update rule is not known to be capturable. If its update() enqueues only "
                 "device work whose arguments do not change between steps, specialise "
@@ -236,7 +236,7 @@ class CudaGraphStep {
                 "changed hyper-parameter is noticed and the step captured again");
   static_assert(cuda_detail::layers_capturable<Model>,
                 "CudaGraphStep cannot capture a model with Dropout: its masks are drawn on the host every step, "
-                "which a captured graph would replay unchanged. Train it with model.train_step(...)");
+                "which a captured graph would replay unchanged. Train it with pnn::train_step(model, ...)");
 
  public:
   using value_type = typename Model::value_type;
@@ -366,7 +366,7 @@ class CudaGraphStep {
               "CudaGraphStep::run: this step was set up for inputs ", format_extents<2>(inputs_.shape()),
               " and targets ", format_extents<target_rank>(targets_.shape()), " but got ",
               format_extents<2>(inputs.shape()), " and ", format_extents<target_rank>(targets.shape()),
-              "; a captured step has fixed shapes: use another CudaGraphStep (or model.train_step) for "
+              "; a captured step has fixed shapes: use another CudaGraphStep (or pnn::train_step) for "
               "other batch sizes, e.g. an epoch's last, smaller batch");
     copy(inputs, inputs_.view());
     copy(targets, targets_.view());

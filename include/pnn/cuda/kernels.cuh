@@ -1,5 +1,5 @@
 // pnn/cuda/kernels.cuh: the convolution and pooling kernels for cuda tensors: im2col / col2im, max and
-// average pooling forward and backward, with the semantics of core/kernels.hpp (channels-last (H, W, C)
+// average pooling forward and backward, with the semantics of cpu/kernels.hpp (channels-last (H, W, C)
 // samples, argmax offsets into the sample's row, ties to the first maximum in window order).
 //
 // One thread per output element, grid-stride, 64-bit indices. The backward kernels (col2im, pooling
@@ -10,7 +10,7 @@
 #pragma once
 
 
-#include "pnn/core/kernels.hpp"
+#include "pnn/core/window.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/cuda/memory.cuh"
 #include "pnn/cuda/runtime.cuh"
@@ -60,7 +60,7 @@ PNN_HOST_DEVICE inline PooledPosition pooled_position(const ConvolutionGeometry&
 
 // What each kernel does for element e of its output, as functions the host can call too: the kernels
 // below loop over their elements with them, and tests/cuda/test_kernels_on_host.cu runs them over every
-// element on the CPU against core/kernels.hpp, so their index arithmetic is tested without a GPU.
+// element on the CPU against cpu/kernels.hpp, so their index arithmetic is tested without a GPU.
 
 template <class T>
 PNN_HOST_DEVICE inline void im2col_element(const T* input, ConvolutionGeometry g, index e, T* columns) {

@@ -14,6 +14,7 @@
 
 #include "pnn/core/error.hpp"
 #include "pnn/core/tensor.hpp"
+#include "pnn/cpu/cpu.hpp"  // data sets live in host memory
 #include "pnn/data/idx.hpp"
 
 namespace pnn {

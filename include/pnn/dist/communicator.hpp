@@ -20,6 +20,7 @@
 
 #include "pnn/core/error.hpp"
 #include "pnn/core/tensor.hpp"
+#include "pnn/cpu/cpu.hpp"  // every rank reduces host tensors too (losses, hashes)
 
 namespace pnn {
 

@@ -36,6 +36,7 @@
 #include "pnn/dist/local.hpp"
 #include "pnn/dist/pipeline.hpp"
 #include "pnn/dist/strategy.hpp"
+#include "pnn/io/weights.hpp"
 
 namespace pnn {
 
@@ -254,12 +255,12 @@ class Distributed {
   // Writes the weights in the serial model's format; only rank 0 writes.
   void save(const std::filesystem::path& path) {
     Model whole = gathered();
-    if (is_primary()) whole.save(path);
+    if (is_primary()) pnn::save(whole, path);
   }
   // Reads weights saved by a serial or a distributed model.
   void load(const std::filesystem::path& path) {
     Model whole(seed_);
-    whole.load(path);
+    pnn::load(whole, path);
     each("load", [&](Worker& worker, int, bool) { worker.scatter(whole); });
   }
 
@@ -360,5 +361,27 @@ class Distributed {
   std::optional<Comm> communicator_;
   std::optional<Worker> worker_;
 };
+
+}  // namespace pnn
+
+namespace pnn {
+
+// The free functions a training program calls for a serial model (train/train_step.hpp, io/weights.hpp),
+// for a distributed one: fit() and the examples are written once for both.
+template <class Model, class Strategy, class LossFunction, class Rule>
+typename Model::value_type train_step(
+    Distributed<Model, Strategy>& model, TensorView<const typename Model::value_type, 2, typename Model::device> inputs,
+    typename LossFunction::template target_type<typename Model::value_type, typename Model::device> targets,
+    Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer, const LossFunction& loss = {}) {
+  return model.train_step(inputs, targets, optimizer, loss);
+}
+template <class Model, class Strategy>
+void save(Distributed<Model, Strategy>& model, const std::filesystem::path& path) {
+  model.save(path);
+}
+template <class Model, class Strategy>
+void load(Distributed<Model, Strategy>& model, const std::filesystem::path& path) {
+  model.load(path);
+}
 
 }  // namespace pnn

@@ -7,16 +7,11 @@
 #include <vector>
 
 #include "pnn/core/error.hpp"
+#include "pnn/core/hash.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/dist/communicator.hpp"
 
 namespace pnn {
-
-inline std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t hash = 1469598103934665603ULL) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < bytes; ++i) hash = (hash ^ p[i]) * 1099511628211ULL;
-  return hash;
-}
 
 // The model's architecture: its layers, and its parameters' names and shapes.
 template <class Model>
@@ -46,7 +41,7 @@ std::uint64_t fnv1a(TensorView<const T, 1, D> values, std::uint64_t hash) {
 // The model's parameter and buffer values, bit for bit.
 template <class Model>
 std::uint64_t value_hash(const Model& model) {
-  return fnv1a(model.buffer_values(), fnv1a(model.parameter_values(), 1469598103934665603ULL));
+  return fnv1a(model.buffer_values(), fnv1a(model.parameter_values(), fnv1a_offset));
 }
 
 // Every rank contributes a hash; throws on every rank, naming the first rank that differs from rank 0.

@@ -3,8 +3,8 @@
 //
 //   write_safetensors(path, records, metadata)   any tensors, as named byte blocks
 //   read_safetensors(path)                       every tensor and the metadata, validated
-//   save_parameters(path, net.parameters())      what net.save(path) does
-//   load_parameters(path, net.parameters())      what net.load(path) does
+//   save_parameters(path, net.parameters())      what pnn::save(net, path) does (io/weights.hpp)
+//   load_parameters(path, net.parameters())      what pnn::load(net, path) does
 //
 // The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length N; N
 // bytes of UTF-8 JSON mapping each tensor's name to {"dtype", "shape", "data_offsets": [begin, end]},
@@ -13,8 +13,8 @@
 // file opens in PyTorch (safetensors.torch.load_file) and a PyTorch state dict of the same layers loads.
 //
 // The header is parsed here rather than by a JSON library: its schema is fixed and small, and every
-// translation unit that includes pnn/model/sequential.hpp includes this header, where a JSON library
-// costs seconds of compile time each. Reading checks every length, offset and size against the file
+// translation unit that saves or loads a model includes this header, where a JSON library costs seconds
+// of compile time each. Reading checks every length, offset and size against the file
 // before using it, so a damaged or hostile file is an IoError naming the file, never a read past a buffer.
 #pragma once
 
@@ -39,7 +39,9 @@
 
 #include "pnn/core/error.hpp"
 #include "pnn/io/atomic_file.hpp"
-#include "pnn/layers/layer.hpp"
+#include "pnn/core/parameter.hpp"
+#include "pnn/core/tensor.hpp"
+#include "pnn/cpu/cpu.hpp"
 
 namespace pnn {
 

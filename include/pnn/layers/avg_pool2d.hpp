@@ -6,21 +6,15 @@
 
 #include <string>
 
-#include "pnn/core/kernels.hpp"
+#include "pnn/core/window.hpp"
 #include "pnn/layers/layer.hpp"
+#include "pnn/layers/pooling.hpp"
 
 namespace pnn {
 
 template <index Window, index WindowStride = Window>
-struct AvgPool2D {
-  static_assert(Window > 0, "AvgPool2D<Window, Stride> needs Window > 0");
-  static_assert(WindowStride > 0, "AvgPool2D<Window, Stride> needs Stride > 0");
-
-  static std::string name() {
-    std::string text = "AvgPool2D<" + std::to_string(Window);
-    if (WindowStride != Window) text += ", " + std::to_string(WindowStride);
-    return text + ">";
-  }
+struct AvgPool2D : PoolingWindow<Window, WindowStride> {
+  static std::string name() { return AvgPool2D::name_of("AvgPool2D"); }
 
   template <class T, class D, class In>
   class layer;
@@ -28,19 +22,14 @@ struct AvgPool2D {
 
 template <index Window, index WindowStride>
 template <class T, class D, class In>
-class AvgPool2D<Window, WindowStride>::layer : public WithoutParameters {
-  static constexpr ConvolutionGeometry geometry = window_geometry<In>(Window, WindowStride, 0);
-  // Naming input_fits below instantiates the check, which reports an input that does not fit as
-  // layer_input_error<AvgPool2D<...>, In>; the output shape stays valid even then, so no further errors follow.
-  static constexpr bool input_fits = check_layer_input<geometry.fits(), AvgPool2D, In>;
-  static constexpr bool valid = geometry.fits() && input_fits;
+class AvgPool2D<Window, WindowStride>::layer : public WithoutParameters, public PoolingShapes<AvgPool2D, In> {
+  static constexpr ConvolutionGeometry geometry = PoolingShapes<AvgPool2D, In>::geometry;
 
  public:
   using value_type = T;
   using device = D;
   using input_shape = In;
-  using output_shape =
-      Shape<valid ? geometry.channels : 1, valid ? geometry.output_height : 1, valid ? geometry.output_width : 1>;
+  using typename PoolingShapes<AvgPool2D, In>::output_shape;
   struct State {};
 
   static std::string name() { return AvgPool2D::name(); }

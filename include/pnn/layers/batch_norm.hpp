@@ -145,12 +145,8 @@ class BatchNorm<Options...>::layer {
     declarations.buffer("running_var", {channels}, Init::ones);
   }
   void bind(ParameterCursor<T, D>& cursor) {
-    const auto& w = cursor.take();
-    weight_.rebind(w.value);
-    weight_gradient_.rebind(w.gradient);
-    const auto& b = cursor.take();
-    bias_.rebind(b.value);
-    bias_gradient_.rebind(b.gradient);
+    cursor.take(weight_, weight_gradient_, Extents<1>{channels});
+    cursor.take(bias_, bias_gradient_, Extents<1>{channels});
     running_mean_.rebind(cursor.take().value);
     running_variance_.rebind(cursor.take().value);
   }

@@ -18,7 +18,7 @@
 #include <concepts>
 #include <string>
 
-#include "pnn/core/kernels.hpp"
+#include "pnn/core/window.hpp"
 #include "pnn/core/linalg.hpp"
 #include "pnn/layers/layer.hpp"
 
@@ -123,12 +123,8 @@ class Conv2D<Filters, Kernel, Options...>::layer {
     declarations.parameter("bias", {Filters}, Init::zeros, patch, Filters * Kernel * Kernel);
   }
   void bind(ParameterCursor<T, D>& cursor) {
-    const auto& w = cursor.take();
-    weight_.rebind(w.value.reshape(Extents<2>{Filters, patch}));
-    weight_gradient_.rebind(w.gradient.reshape(Extents<2>{Filters, patch}));
-    const auto& b = cursor.take();
-    bias_.rebind(b.value);
-    bias_gradient_.rebind(b.gradient);
+    cursor.take(weight_, weight_gradient_, Extents<2>{Filters, patch});
+    cursor.take(bias_, bias_gradient_, Extents<1>{Filters});
   }
 
   void forward(TensorView<const T, 2, D> x, TensorView<T, 2, D> y, State& state, const Context&) const {

@@ -36,12 +36,8 @@ class Dense<Units, WeightInit>::layer {
     declarations.parameter("bias", {Units}, Init::zeros, inputs, Units);
   }
   void bind(ParameterCursor<T, D>& cursor) {
-    const auto& w = cursor.take();
-    weight_.rebind(w.value.reshape(Extents<2>{Units, inputs}));
-    weight_gradient_.rebind(w.gradient.reshape(Extents<2>{Units, inputs}));
-    const auto& b = cursor.take();
-    bias_.rebind(b.value);
-    bias_gradient_.rebind(b.gradient);
+    cursor.take(weight_, weight_gradient_, Extents<2>{Units, inputs});
+    cursor.take(bias_, bias_gradient_, Extents<1>{Units});
   }
 
   void forward(TensorView<const T, 2, D> x, TensorView<T, 2, D> y, State&, const Context&) const {

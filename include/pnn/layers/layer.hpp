@@ -1,4 +1,5 @@
-// pnn/layers/layer.hpp: the Layer concept, and the vocabulary a layer uses to declare its parameters.
+// pnn/layers/layer.hpp: the Layer concept, the Context of a pass, and the compile-time shape errors.
+// The vocabulary a layer declares its parameters with is in core/parameter.hpp.
 //
 // A layer is written as a spec with a nested template:
 //
@@ -23,93 +24,16 @@
 // stored channels-last (H, W, C): a convolution over a whole batch is then one matrix product.
 #pragma once
 
-#include <array>
 #include <concepts>
-#include <span>
 #include <string>
-#include <string_view>
-#include <vector>
 
+#include "pnn/core/parameter.hpp"
 #include "pnn/core/random.hpp"
 #include "pnn/core/shape.hpp"
 #include "pnn/core/tensor.hpp"
+#include "pnn/cpu/cpu.hpp"  // every layer runs on the CPU, the default device
 
 namespace pnn {
-
-// How a parameter is initialised. fan_in and fan_out come from its declaration.
-enum class Init {
-  zeros,
-  ones,
-  he_normal,       // N(0, 2 / fan_in): for layers followed by ReLU
-  he_uniform,      // U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))
-  xavier_uniform,  // U(-sqrt(6 / (fan_in + fan_out)), +...): for tanh and sigmoid
-  xavier_normal,   // N(0, 2 / (fan_in + fan_out))
-};
-
-struct ParameterDeclaration {
-  std::string name;            // full name, e.g. "3.body.0.weight"
-  std::vector<index> shape;
-  Init init = Init::zeros;
-  index fan_in = 1;
-  index fan_out = 1;
-  bool trainable = true;       // false for buffers: saved and loaded, never optimised (running statistics)
-  index size() const {
-    index n = 1;
-    for (index d : shape) n *= d;
-    return n;
-  }
-};
-
-// Collects the declarations of a whole model in order; nested layers push a name prefix.
-class ParameterDeclarations {
- public:
-  void parameter(std::string_view name, std::vector<index> shape, Init init, index fan_in = 1, index fan_out = 1) {
-    entries_.push_back({prefix_ + std::string(name), std::move(shape), init, fan_in, fan_out, true});
-  }
-  void buffer(std::string_view name, std::vector<index> shape, Init init) {
-    entries_.push_back({prefix_ + std::string(name), std::move(shape), init, 1, 1, false});
-  }
-  // Declarations made inside `body` get `prefix` prepended to their names.
-  template <class Body>
-  void scope(std::string_view prefix, Body&& body) {
-    const std::string saved = prefix_;
-    prefix_ += prefix;
-    body();
-    prefix_ = saved;
-  }
-  const std::vector<ParameterDeclaration>& entries() const { return entries_; }
-
- private:
-  std::vector<ParameterDeclaration> entries_;
-  std::string prefix_;
-};
-
-// A parameter (or buffer) of a model: its declaration and views of its values and gradient in the
-// model's flat storage. Buffers have an empty gradient view.
-template <class T, class D>
-struct Parameter {
-  ParameterDeclaration declaration;
-  TensorView<T, 1, D> value;
-  TensorView<T, 1, D> gradient;
-  const std::string& name() const { return declaration.name; }
-  bool trainable() const { return declaration.trainable; }
-};
-
-// Hands out parameters in declaration order; bind() takes exactly those that declare() declared.
-template <class T, class D>
-class ParameterCursor {
- public:
-  explicit ParameterCursor(std::span<const Parameter<T, D>> slots) : slots_(slots) {}
-  const Parameter<T, D>& take() {
-    PNN_CHECK(next_ < slots_.size(), Error, "a layer's bind() takes more parameters than it declared");
-    return slots_[next_++];
-  }
-  std::size_t taken() const { return next_; }
-
- private:
-  std::span<const Parameter<T, D>> slots_;
-  std::size_t next_ = 0;
-};
 
 // What a forward pass needs besides its input.
 struct Context {

@@ -8,21 +8,15 @@
 #include <limits>
 #include <string>
 
-#include "pnn/core/kernels.hpp"
+#include "pnn/core/window.hpp"
 #include "pnn/layers/layer.hpp"
+#include "pnn/layers/pooling.hpp"
 
 namespace pnn {
 
 template <index Window, index WindowStride = Window>
-struct MaxPool2D {
-  static_assert(Window > 0, "MaxPool2D<Window, Stride> needs Window > 0");
-  static_assert(WindowStride > 0, "MaxPool2D<Window, Stride> needs Stride > 0");
-
-  static std::string name() {
-    std::string text = "MaxPool2D<" + std::to_string(Window);
-    if (WindowStride != Window) text += ", " + std::to_string(WindowStride);
-    return text + ">";
-  }
+struct MaxPool2D : PoolingWindow<Window, WindowStride> {
+  static std::string name() { return MaxPool2D::name_of("MaxPool2D"); }
 
   template <class T, class D, class In>
   class layer;
@@ -30,12 +24,8 @@ struct MaxPool2D {
 
 template <index Window, index WindowStride>
 template <class T, class D, class In>
-class MaxPool2D<Window, WindowStride>::layer : public WithoutParameters {
-  static constexpr ConvolutionGeometry geometry = window_geometry<In>(Window, WindowStride, 0);
-  // Naming input_fits below instantiates the check, which reports an input that does not fit as
-  // layer_input_error<MaxPool2D<...>, In>; the output shape stays valid even then, so no further errors follow.
-  static constexpr bool input_fits = check_layer_input<geometry.fits(), MaxPool2D, In>;
-  static constexpr bool valid = geometry.fits() && input_fits;
+class MaxPool2D<Window, WindowStride>::layer : public WithoutParameters, public PoolingShapes<MaxPool2D, In> {
+  static constexpr ConvolutionGeometry geometry = PoolingShapes<MaxPool2D, In>::geometry;
   static_assert(In::size <= std::numeric_limits<SampleOffset>::max(),
                 "MaxPool2D keeps 32-bit offsets of the maxima: samples must have fewer than 2^31 elements");
 
@@ -43,8 +33,7 @@ class MaxPool2D<Window, WindowStride>::layer : public WithoutParameters {
   using value_type = T;
   using device = D;
   using input_shape = In;
-  using output_shape =
-      Shape<valid ? geometry.channels : 1, valid ? geometry.output_height : 1, valid ? geometry.output_width : 1>;
+  using typename PoolingShapes<MaxPool2D, In>::output_shape;
 
   // Where each maximum of this pass was: an offset into its sample's input row.
   struct State {

@@ -22,7 +22,7 @@
 #include "pnn/layers/layer.hpp"
 #include "pnn/layers/relu.hpp"  // relu.hpp and tanh.hpp only for the Layer checks at the end
 #include "pnn/layers/tanh.hpp"
-#include "pnn/model/layer_stack.hpp"
+#include "pnn/layers/layer_stack.hpp"
 
 namespace pnn {
 

@@ -8,6 +8,7 @@
 #include <concepts>
 
 #include "pnn/core/tensor.hpp"
+#include "pnn/cpu/cpu.hpp"  // every loss runs on the CPU, the default device
 
 namespace pnn {
 

@@ -2,7 +2,11 @@
 //
 //   using Net = pnn::Sequential<pnn::Input<1, 28, 28>, pnn::Conv2D<16, 5, pnn::Pad<2>>, pnn::ReLU, ...>;
 //   Net net(/*seed=*/42);
-//   float loss = net.train_step(images, labels, optimizer, pnn::SoftmaxCrossEntropy{});
+//   float loss = pnn::train_step(net, images, labels, optimizer, pnn::SoftmaxCrossEntropy{});  // train/
+//   pnn::save(net, "net.safetensors");                                                         // io/
+//
+// The model knows no file format, optimiser or loss: training steps are train/train_step.hpp's, saving
+// and loading io/weights.hpp's.
 //
 // Every layer's shapes are fixed at compile time; a layer that cannot take its predecessor's output is
 // a compile-time error naming both. The model owns all trainable parameters in one flat, aligned buffer
@@ -13,67 +17,21 @@
 // form, and Net::on<pnn::cuda> or Net::with_scalar<double> rebinds a model type.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
-#include <filesystem>
-#include <functional>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "pnn/core/parameter.hpp"
 #include "pnn/core/random.hpp"
 #include "pnn/core/tensor.hpp"
-#include "pnn/io/safetensors.hpp"
 #include "pnn/layers/layer.hpp"
-#include "pnn/loss/loss.hpp"
+#include "pnn/layers/layer_stack.hpp"
 #include "pnn/model/input.hpp"
-#include "pnn/model/layer_stack.hpp"
-#include "pnn/optim/optimizer.hpp"
 
 namespace pnn {
-
-// Fills a parameter according to its declared initialiser, from the generator given.
-template <class T>
-void initialise_parameter(TensorView<T, 1, cpu> value, const ParameterDeclaration& declaration, Generator random) {
-  const double fan_in = static_cast<double>(declaration.fan_in), fan_out = static_cast<double>(declaration.fan_out);
-  const index n = value.size();
-  switch (declaration.init) {
-    case Init::zeros:
-      for (index i = 0; i < n; ++i) value[i] = T(0);
-      break;
-    case Init::ones:
-      for (index i = 0; i < n; ++i) value[i] = T(1);
-      break;
-    case Init::he_normal: {
-      const T stddev = static_cast<T>(std::sqrt(2.0 / fan_in));
-      for (index i = 0; i < n; ++i) value[i] = random.normal<T>(T(0), stddev);
-      break;
-    }
-    case Init::he_uniform: {
-      const T limit = static_cast<T>(std::sqrt(6.0 / fan_in));
-      for (index i = 0; i < n; ++i) value[i] = random.uniform<T>(-limit, limit);
-      break;
-    }
-    case Init::xavier_uniform: {
-      const T limit = static_cast<T>(std::sqrt(6.0 / (fan_in + fan_out)));
-      for (index i = 0; i < n; ++i) value[i] = random.uniform<T>(-limit, limit);
-      break;
-    }
-    case Init::xavier_normal: {
-      const T stddev = static_cast<T>(std::sqrt(2.0 / (fan_in + fan_out)));
-      for (index i = 0; i < n; ++i) value[i] = random.normal<T>(T(0), stddev);
-      break;
-    }
-  }
-}
-
-// The stream a parameter is initialised from: derived from its name, so a pipeline stage holding layers
-// 4..7 of a model draws exactly the values the whole model would.
-inline std::uint64_t parameter_stream(const std::string& name) {
-  std::uint64_t hash = 1469598103934665603ULL;  // FNV-1a
-  for (unsigned char c : name) hash = (hash ^ c) * 1099511628211ULL;
-  return hash;
-}
 
 namespace detail {
 // The sample shape an Input<...> names; a placeholder otherwise, so a missing Input gives one error.
@@ -165,20 +123,6 @@ class BasicSequential {
 
   void zero_grad() { gradients_.fill_zero(); }
 
-  // One optimiser step on a batch: zero the gradients, forward, loss, backward, update. Returns the loss.
-  template <class LossFunction, class Rule>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
-               Optimizer<Rule, T, D>& optimizer, const LossFunction& loss = {}) {
-    static_assert(Loss<LossFunction, T, D>, "train_step: the loss must satisfy pnn::Loss (loss/loss.hpp)");
-    zero_grad();
-    const auto output = forward(inputs, trace_, true);
-    output_gradient_.resize(output.shape());
-    const T value = loss(output, targets, output_gradient_.view());
-    backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_);
-    optimizer.step(parameters());
-    return value;
-  }
-
   // ----- parameters ------------------------------------------------------------------------------------
   // Every parameter and buffer, in declaration order, named "<layer>.<name>".
   std::span<const Parameter<T, D>> parameters() const { return parameters_; }
@@ -198,31 +142,8 @@ class BasicSequential {
   std::uint64_t seed() const { return seed_; }
   std::size_t first_layer_index() const { return first_layer_index_; }
 
-  // ----- saving and loading ----------------------------------------------------------------------------
-  // Every parameter and buffer under its name, in the safetensors format PyTorch reads (io/safetensors.hpp).
-  // load() accepts only a file holding exactly this model's tensors, and changes nothing when it throws.
-  // A model on a device goes through a copy on the host (Net::on<pnn::cpu>), so the file is the same.
-  void save(const std::filesystem::path& path) const {
-    if constexpr (std::is_same_v<D, cpu>) {
-      save_parameters<T>(path, parameters());
-    } else {
-      on<cpu> host(seed_, first_layer_index_);
-      copy(parameter_values(), host.parameter_values());  // device to host: defined by the device's headers
-      copy(buffer_values(), host.buffer_values());
-      host.save(path);
-    }
-  }
-  void load(const std::filesystem::path& path) {
-    if constexpr (std::is_same_v<D, cpu>) {
-      load_parameters<T>(path, parameters());
-    } else {
-      on<cpu> host(seed_, first_layer_index_);
-      host.load(path);
-      copy(std::as_const(host).parameter_values(), parameter_values());
-      copy(std::as_const(host).buffer_values(), buffer_values());
-    }
-  }
-
+  // The trace forward(x) and backward(dy) record into; train_step (train/train_step.hpp) uses it too.
+  Trace& trace() { return trace_; }
   Stack& layers() { return stack_; }
   static std::string summary() { return Stack::summary("  "); }
 
@@ -256,12 +177,14 @@ class BasicSequential {
         buffer_offset += align(d.size());
       }
     }
-    // Each layer's range of the flat gradient buffer, from the layer number that starts every name.
+    // Each layer's range of the flat gradient buffer, from the layer each parameter was declared by.
     layer_gradient_ranges_.assign(layer_count, {0, 0});
     std::vector<bool> seen(layer_count, false);
     for (const auto& p : parameters_) {
       if (!p.trainable()) continue;
-      const std::size_t layer = std::stoul(p.name().substr(0, p.name().find('.'))) - first_layer_index_;
+      const std::size_t layer = p.declaration.layer - first_layer_index_;
+      PNN_CHECK(p.declaration.layer >= first_layer_index_ && layer < layer_count, Error, "parameter ", p.name(),
+                " was declared by layer ", p.declaration.layer, ", outside this model's layers");
       const index begin = p.gradient.data() - gradients_.data(), end = begin + align(p.gradient.size());
       auto& range = layer_gradient_ranges_[layer];
       range = seen[layer] ? std::pair{std::min(range.first, begin), std::max(range.second, end)} : std::pair{begin, end};
@@ -290,7 +213,6 @@ class BasicSequential {
   std::vector<std::pair<index, index>> layer_gradient_ranges_;
   index trainable_count_ = 0;
   Trace trace_, inference_trace_;
-  Tensor<T, 2, D> output_gradient_;
   Generator dropout_random_;
 };
 

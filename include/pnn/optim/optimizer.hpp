@@ -13,7 +13,8 @@
 #include <vector>
 
 #include "pnn/core/error.hpp"
-#include "pnn/layers/layer.hpp"
+#include "pnn/core/parameter.hpp"
+#include "pnn/cpu/cpu.hpp"  // optimisers update host tensors as well as device ones
 
 namespace pnn {
 

@@ -2,8 +2,8 @@
 // shows progress, evaluates on a test set after each epoch, and writes one JSON object per epoch.
 //
 // fit() needs only what every model type provides (a serial Sequential and a Distributed one alike):
-//   model.train_step(inputs, labels, optimizer, loss) -> mean loss of the batch
-//   model.predict(inputs)                             -> outputs, without dropout or batch statistics
+//   train_step(model, inputs, labels, optimizer, loss) -> mean loss of the batch
+//   model.predict(inputs)                              -> outputs, without dropout or batch statistics
 // so switching the parallel strategy does not change the training program. Batches are made on the host;
 // a model on a device (Net::on<pnn::cuda>) receives a copy of each on its device.
 #pragma once
@@ -29,6 +29,7 @@
 #include "pnn/loss/softmax_cross_entropy.hpp"
 #include "pnn/optim/optimizer.hpp"
 #include "pnn/train/metrics.hpp"
+#include "pnn/train/train_step.hpp"
 
 namespace pnn {
 
@@ -190,7 +191,7 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
     index samples = 0;
     while (batcher.next(batch)) {
       const auto [inputs, labels] = detail::on_model_device(std::as_const(batch), staged);
-      const T value = model.train_step(inputs, labels, optimizer, loss);
+      const T value = train_step(model, inputs, labels, optimizer, loss);
       PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value,
                 " at step ", steps + 1, " of epoch ", epoch, "; lower the learning rate");
       loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());

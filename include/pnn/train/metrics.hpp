@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "pnn/core/tensor.hpp"
+#include "pnn/cpu/cpu.hpp"
 #include "pnn/io/atomic_file.hpp"
 
 namespace pnn {

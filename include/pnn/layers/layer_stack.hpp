@@ -1,4 +1,4 @@
-// pnn/model/layer_stack.hpp: a flat compile-time list of layers, run forward and backward in order.
+// pnn/layers/layer_stack.hpp: a flat compile-time list of layers, run forward and backward in order.
 //
 // LayerStack<T, D, InputShape, Specs...> binds each spec to the output shape of the one before it (a
 // linear walk over the pack, no nested layer types) and runs them with fold expressions. It is the body
@@ -67,6 +67,9 @@ class LayerStack {
     typename detail::layer_states<Layers>::type states;
     // The gradients between layers flow through two buffers used in turn: layer I reads what layer I+1 wrote.
     std::array<Tensor<T, 2, D>, 2> gradients;
+    // The loss's gradient with respect to the output, for whoever computes it (a training step, a
+    // pipeline's last stage) to pass to backward.
+    Tensor<T, 2, D> output_gradient;
     index batch() const { return input.dim(0); }
     TensorView<const T, 2, D> output() const { return outputs.back().view(); }
   };
@@ -75,7 +78,7 @@ class LayerStack {
   // counting from first_index.
   static void declare(ParameterDeclarations& declarations, std::size_t first_index = 0) {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (declarations.scope(std::to_string(first_index + I) + ".", [&] { layer_type<I>::declare(declarations); }), ...);
+      (declarations.layer(first_index + I, [&] { layer_type<I>::declare(declarations); }), ...);
     }(std::make_index_sequence<layer_count>{});
   }
   void bind(ParameterCursor<T, D>& cursor) {

@@ -1,5 +1,5 @@
-// pnn/core/cpu_gemm.hpp: pnn's own single-precision matrix product on the CPU,
-// C = alpha * op(A) * op(B) + beta * C, which gemm<float> in core/linalg.hpp calls.
+// pnn/cpu/gemm.hpp: pnn's own single-precision matrix product on the CPU,
+// C = alpha * op(A) * op(B) + beta * C, which gemm<float> in cpu/linalg.hpp calls.
 //
 // The structure is GotoBLAS / BLIS. C is cut into column blocks (block_columns wide), the depth into
 // slices (at most block_depth deep) and the rows into row blocks (block_rows high). For each column block
@@ -39,6 +39,7 @@
 
 #include "pnn/core/config.hpp"
 #include "pnn/core/tensor.hpp"
+#include "pnn/cpu/device.hpp"
 
 namespace pnn::cpu_gemm {
 

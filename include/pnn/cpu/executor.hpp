@@ -1,4 +1,4 @@
-// pnn/core/cpu_executor.hpp: Executor<cpu>, which evaluates expression trees by lowering them onto Eigen.
+// pnn/cpu/executor.hpp: Executor<cpu>, which evaluates expression trees by lowering them onto Eigen.
 //
 // The tree is evaluated in segments: contiguous runs of at most `chunk` elements that never cross a
 // broadcast period, so every leaf maps to one contiguous Eigen::Map (a broadcast leaf maps to its own
@@ -13,6 +13,7 @@
 #include "pnn/core/executor.hpp"
 #include "pnn/core/expression.hpp"
 #include "pnn/core/tensor.hpp"
+#include "pnn/cpu/device.hpp"
 
 namespace pnn {
 
