@@ -2,10 +2,11 @@
 // these cases run on every machine that builds the CUDA tests, CI included.
 //
 // Each kernel of include/pnn/cuda/ is a grid-stride loop around a __host__ __device__ function of one
-// element (kernels.cuh: im2col, col2im, max and average pooling; loss.cuh: a row of softmax
-// cross-entropy), and a fused expression runs its kernel form (executor.cuh: leaves, scalars, nodes,
-// assignments) at each element. Calling those same functions for every element here tests their index
-// arithmetic, window ranges, tie-breaking, broadcasting and operand order without a device. The
+// element (kernels.cuh: im2col, col2im, max and average pooling; loss/softmax_cross_entropy.hpp: a row
+// of softmax cross-entropy, which loss.cuh's kernel and the CPU loss both loop over), and a fused
+// expression runs its kernel form (executor.cuh: leaves, scalars, nodes, assignments) at each element.
+// Calling those same functions for every element here tests their index arithmetic, window ranges,
+// tie-breaking, broadcasting and operand order without a device. The
 // arguments pnn hands cuBLAS for a row-major product (linalg.cuh's cublas_product) are checked the same
 // way, by BLAS's own definition of gemm. What stays for the GPU cases is the launch itself (grid,
 // stream, memory), the reductions, cuBLAS and device arithmetic (FMA, CUDA's math functions).
@@ -210,8 +211,8 @@ TEST_CASE("cuda.on_host.softmax_cross_entropy_rows") {
     std::vector<double> row_losses(static_cast<std::size_t>(rows), -1.0);
     double total = 0;
     for_each_element(rows, [&](pnn::index i) {
-      REQUIRE(cuda_detail::softmax_cross_entropy_row(logits.data(), labels.data(), i, classes, scale, gradient.data(),
-                                                     row_losses.data()));
+      REQUIRE(pnn::detail::softmax_cross_entropy_row(logits.data(), labels.data(), i, classes, scale, gradient.data(),
+                                                     row_losses[static_cast<std::size_t>(i)]));
       total += row_losses[static_cast<std::size_t>(i)];
     });
     CHECK(static_cast<float>(total / static_cast<double>(rows)) == doctest::Approx(expected_loss).epsilon(1e-6));
@@ -220,8 +221,9 @@ TEST_CASE("cuda.on_host.softmax_cross_entropy_rows") {
     // Without a gradient (evaluation), each row's loss is the same.
     std::vector<double> loss_only(static_cast<std::size_t>(rows), -1.0);
     for_each_element(rows, [&](pnn::index i) {
-      REQUIRE(cuda_detail::softmax_cross_entropy_row(logits.data(), labels.data(), i, classes, scale,
-                                                     static_cast<float*>(nullptr), loss_only.data()));
+      REQUIRE(pnn::detail::softmax_cross_entropy_row(logits.data(), labels.data(), i, classes, scale,
+                                                     static_cast<float*>(nullptr),
+                                                     loss_only[static_cast<std::size_t>(i)]));
     });
     CHECK(loss_only == row_losses);
   }
@@ -235,12 +237,12 @@ TEST_CASE("cuda.on_host.softmax_cross_entropy_rows") {
     Tensor<float, 2> gradient(logits.shape());
     for (pnn::index i = 0; i < gradient.size(); ++i) gradient[i] = 42.0f;
     std::vector<double> row_losses(3, -1.0);
-    CHECK(cuda_detail::softmax_cross_entropy_row(logits.data(), labels.data(), 0, 4, 1.0f, gradient.data(),
-                                                 row_losses.data()));
-    CHECK_FALSE(cuda_detail::softmax_cross_entropy_row(logits.data(), labels.data(), 1, 4, 1.0f, gradient.data(),
-                                                       row_losses.data()));
-    CHECK_FALSE(cuda_detail::softmax_cross_entropy_row(logits.data(), labels.data(), 2, 4, 1.0f, gradient.data(),
-                                                       row_losses.data()));
+    CHECK(pnn::detail::softmax_cross_entropy_row(logits.data(), labels.data(), 0, 4, 1.0f, gradient.data(),
+                                                 row_losses[0]));
+    CHECK_FALSE(pnn::detail::softmax_cross_entropy_row(logits.data(), labels.data(), 1, 4, 1.0f, gradient.data(),
+                                                       row_losses[1]));
+    CHECK_FALSE(pnn::detail::softmax_cross_entropy_row(logits.data(), labels.data(), 2, 4, 1.0f, gradient.data(),
+                                                       row_losses[2]));
     CHECK(row_losses[1] == -1.0);
     CHECK(row_losses[2] == -1.0);
     for (pnn::index j = 0; j < 4; ++j) {

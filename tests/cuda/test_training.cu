@@ -1,5 +1,5 @@
 // Losses, optimisers and whole training steps on cuda against the cpu; fit() on a cuda model (batches
-// staged from the host), save/load of a cuda model, and a training loop that allocates nothing new.
+// staged from the host; a classifier and a regression model), save/load of a cuda model, and a training loop that allocates nothing new.
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -203,6 +203,36 @@ TEST_CASE("cuda.model.fit_stages_host_batches" * needs_gpu()) {
   check_close("weights after fit", host.parameter_values(), device.parameter_values(), 1e-3);
   const Evaluation evaluation = evaluate(device, test, pnn::index{7});  // an int would pick the executor's evaluate()
   CHECK(evaluation.samples == 25);
+  CHECK(evaluation.loss == doctest::Approx(expected.back().test_loss).epsilon(1e-4));
+}
+
+TEST_CASE("cuda.model.fit_regression_stages_float_targets" * needs_gpu()) {
+  // fit() with MeanSquaredError on a RegressionDataset: the float target rows are staged on the device as
+  // the labels are for a classifier, and the cuda model trains as the cpu one does.
+  const auto regression = [](pnn::index n, std::uint64_t seed) {
+    RegressionDataset data;
+    data.inputs = random_tensor<float>(Extents<2>{n, 3}, seed, -1, 1);
+    data.targets = random_tensor<float>(Extents<2>{n, 2}, seed + 1, -1, 1);
+    return data;
+  };
+  const RegressionDataset train = regression(70, 50), test = regression(25, 52);
+  using Regressor = Sequential<Input<3>, Dense<16>, Tanh, Dense<2>>;
+  const FitOptions options{.epochs = 2, .batch_size = 16, .seed = 4, .evaluation_batch = 10, .progress = nullptr};
+  Regressor host(9);
+  Regressor::on<cuda> device(9);
+  Optimizer<SGD> host_optimizer({.learning_rate = 0.05, .momentum = 0.9});
+  Optimizer<SGD, float, cuda> device_optimizer({.learning_rate = 0.05, .momentum = 0.9});
+  const auto expected = fit(host, host_optimizer, train, &test, options, MeanSquaredError{});
+  const auto actual = fit(device, device_optimizer, train, &test, options, MeanSquaredError{});
+  REQUIRE(actual.size() == expected.size());
+  for (std::size_t e = 0; e < expected.size(); ++e) {
+    CAPTURE(e);
+    CHECK_FALSE(actual[e].classifier);
+    CHECK(actual[e].train_loss == doctest::Approx(expected[e].train_loss).epsilon(1e-4));
+    CHECK(actual[e].test_loss == doctest::Approx(expected[e].test_loss).epsilon(1e-4));
+  }
+  check_close("weights after fit", host.parameter_values(), device.parameter_values(), 1e-3);
+  const Evaluation evaluation = evaluate(device, test, pnn::index{7}, MeanSquaredError{});
   CHECK(evaluation.loss == doctest::Approx(expected.back().test_loss).epsilon(1e-4));
 }
 

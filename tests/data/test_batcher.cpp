@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include <pnn/data/batcher.hpp>
@@ -221,4 +222,46 @@ TEST_CASE("batcher.bad_arguments") {
                        "copy_samples: sample index 10 is outside a dataset of 10 samples", ArgumentError);
   const std::vector<pnn::index> negative = {-1};
   CHECK_THROWS_AS(copy_samples(data, std::span<const pnn::index>(negative), batch), ArgumentError);
+}
+
+TEST_CASE("batcher.regression_dataset") {
+  // A RegressionDataset is cut in the order a Dataset of its size is (same seed), each row's inputs
+  // travelling with its targets, converted to the batch's type.
+  const pnn::index count = 37;
+  RegressionDataset data;
+  data.inputs = Tensor<float, 2>(count, 2);
+  data.targets = Tensor<float, 2>(count, 3);
+  for (pnn::index i = 0; i < count; ++i) {
+    data.inputs(i, 0) = static_cast<float>(i);
+    data.inputs(i, 1) = 0.5f * static_cast<float>(i);
+    for (pnn::index j = 0; j < 3; ++j) data.targets(i, j) = static_cast<float>(10 * i + j);
+  }
+  const Dataset numbered = numbered_dataset(count);
+  Batcher classification(numbered, 8, 11);
+  BasicBatcher<RegressionDataset> regression(data, 8, 11);
+  CHECK(regression.batches_per_epoch() == classification.batches_per_epoch());
+  for (pnn::index epoch = 0; epoch < 2; ++epoch) {
+    const auto expected = run_epoch(classification, epoch);
+    regression.start_epoch(epoch);
+    RegressionBatch<double> batch;
+    std::vector<pnn::index> seen;
+    while (regression.next(batch)) {
+      REQUIRE(batch.inputs.dim(0) == batch.size());
+      REQUIRE(batch.targets.dim(1) == 3);
+      for (pnn::index row = 0; row < batch.size(); ++row) {
+        const auto sample = static_cast<pnn::index>(batch.inputs(row, 0));
+        CHECK(batch.inputs(row, 1) == 0.5 * static_cast<double>(sample));
+        for (pnn::index j = 0; j < 3; ++j) CHECK(batch.targets(row, j) == static_cast<double>(10 * sample + j));
+        const auto targets = batch_targets(std::as_const(batch));
+        CHECK(targets.data() == batch.targets.data());
+        seen.push_back(sample);
+      }
+    }
+    CHECK(seen == expected);
+  }
+  RegressionDataset mismatched;
+  mismatched.inputs = Tensor<float, 2>(4, 2);
+  mismatched.targets = Tensor<float, 2>(3, 1);
+  CHECK_THROWS_WITH_AS(BasicBatcher<RegressionDataset>(mismatched, 2, 1),
+                       "Batcher: the dataset has 4 input rows but 3 target rows", ArgumentError);
 }

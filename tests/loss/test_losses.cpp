@@ -1,6 +1,8 @@
 // Softmax cross-entropy and mean squared error: values, gradients, stability, bad labels.
 #include <doctest/doctest.h>
 
+#include <cstring>
+
 #include "support/gradient_check.hpp"
 
 using namespace pnn;
@@ -40,4 +42,38 @@ TEST_CASE("mean_squared_error.value_and_gradient") {
   CHECK(MeanSquaredError{}(TensorView<const double, 2>(output), TensorView<const double, 2>(target),
                            TensorView<double, 2>{}) == doctest::Approx((1.0 + 4.0) / 4));
   testing::check_loss(MeanSquaredError{}, output, TensorView<const double, 2>(target));
+}
+
+TEST_CASE("softmax_cross_entropy.row_function_gives_the_cpu_loss_bits") {
+  // detail::softmax_cross_entropy_row is what every device runs per row (the CUDA kernel loops over it):
+  // called row by row, with the row losses summed in double in row order, it gives the CPU loss's bits.
+  const auto check = [](auto zero, pnn::index rows, pnn::index classes) {
+    using T = decltype(zero);
+    CAPTURE(rows);
+    CAPTURE(classes);
+    Generator random(static_cast<std::uint64_t>(rows * 1000 + classes));
+    Tensor<T, 2> logits(rows, classes);
+    for (pnn::index i = 0; i < logits.size(); ++i) logits[i] = random.uniform<T>(T(-8), T(8));
+    Tensor<std::int32_t, 1> labels(Extents<1>{rows});
+    for (pnn::index i = 0; i < rows; ++i)
+      labels[i] = static_cast<std::int32_t>(random.below(static_cast<std::uint64_t>(classes)));
+    Tensor<T, 2> expected_gradient(rows, classes), gradient(rows, classes);
+    const T expected = softmax_cross_entropy<T>(logits.view(), labels.view(), expected_gradient.view());
+
+    const T scale = T(1) / static_cast<T>(rows);
+    double total = 0;
+    for (pnn::index i = 0; i < rows; ++i) {
+      double row_loss = -1;
+      REQUIRE(detail::softmax_cross_entropy_row(logits.data(), labels.data(), i, classes, scale, gradient.data(),
+                                                row_loss));
+      total += row_loss;
+    }
+    CHECK(static_cast<T>(total / static_cast<double>(rows)) == expected);  // bitwise: == on the same bits
+    const auto bytes = sizeof(T) * static_cast<std::size_t>(gradient.size());
+    CHECK(std::memcmp(gradient.data(), expected_gradient.data(), bytes) == 0);
+  };
+  for (const pnn::index classes : {pnn::index{1}, pnn::index{3}, pnn::index{10}, pnn::index{257}}) {
+    check(0.0f, 13, classes);
+    check(0.0, 5, classes);
+  }
 }

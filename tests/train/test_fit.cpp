@@ -93,3 +93,94 @@ TEST_CASE("train.divergence_is_reported") {
                            {.epochs = 1, .max_steps = 50, .progress = nullptr}),
                        doctest::Contains("training diverged"), Error);
 }
+
+namespace {
+// y = (x0 - 0.5 x1 + 0.25 x2, x0 x2 + 0.5 sin(x1)) for x uniform in [-1, 1]^3: a regression a small tanh
+// network learns in a few hundred steps.
+RegressionDataset synthetic_regression(pnn::index samples, std::uint64_t seed) {
+  RegressionDataset data;
+  data.inputs = Tensor<float, 2>(samples, 3);
+  data.targets = Tensor<float, 2>(samples, 2);
+  Generator random(seed);
+  for (pnn::index i = 0; i < samples; ++i) {
+    float* x = data.inputs.data() + i * 3;
+    for (pnn::index j = 0; j < 3; ++j) x[j] = random.uniform<float>(-1.0f, 1.0f);
+    data.targets(i, 0) = x[0] - 0.5f * x[1] + 0.25f * x[2];
+    data.targets(i, 1) = x[0] * x[2] + 0.5f * std::sin(x[1]);
+  }
+  return data;
+}
+using Regressor = Sequential<Input<3>, Dense<16>, Tanh, Dense<2>>;
+}  // namespace
+
+TEST_CASE("train.regression_with_mean_squared_error") {
+  const RegressionDataset train = synthetic_regression(512, 1), test = synthetic_regression(128, 2);
+  Regressor model(7);
+  const double before = evaluate(model, test, 1000, MeanSquaredError{}).loss;
+  Optimizer<Adam> optimizer({.learning_rate = 0.01});
+  std::ostringstream progress;
+  const auto directory = scratch_directory();
+  const auto metrics = directory / "regression.jsonl";
+  const auto history = fit(model, optimizer, train, &test,
+                           {.epochs = 60, .batch_size = 32, .seed = 3, .metrics_path = metrics, .progress = &progress},
+                           MeanSquaredError{});
+  REQUIRE(history.size() == 60);
+  const Evaluation after = evaluate(model, test, 1000, MeanSquaredError{});
+  MESSAGE("test mean squared error: " << before << " before, " << after.loss << " after training");
+  CHECK(after.loss < before / 20);
+  CHECK(after.loss < 0.01);
+  CHECK(history.back().test_loss == doctest::Approx(after.loss));
+  CHECK(history.back().train_loss < history.front().train_loss / 5);
+  CHECK_FALSE(history.back().classifier);
+  CHECK(after.accuracy == 0);
+
+  // Predictions approach the targets, sample by sample.
+  const auto predictions = model.predict(TensorView<const float, 2>(test.inputs));
+  double worst = 0;
+  for (pnn::index i = 0; i < predictions.size(); ++i)
+    worst = std::max(worst, static_cast<double>(std::abs(predictions.data()[i] - test.targets.data()[i])));
+  MESSAGE("largest error of a prediction: " << worst);
+  CHECK(worst < 0.3);
+
+  // A regression model reports its test loss, and no accuracy, in the progress lines and the metrics file.
+  CHECK(progress.str().find("test loss") != std::string::npos);
+  CHECK(progress.str().find("accuracy") == std::string::npos);
+  std::ifstream in(metrics);
+  std::string line;
+  REQUIRE(std::getline(in, line));
+  CHECK(line.find("\"test_loss\"") != std::string::npos);
+  CHECK(line.find("\"test_accuracy\"") == std::string::npos);
+  std::filesystem::remove_all(directory);
+}
+
+TEST_CASE("train.regression_fit_equals_steps_by_hand") {
+  // fit() with MeanSquaredError is the loop a user would write: the batcher's shuffled batches, one
+  // train_step each. Bit for bit, weights and mean losses.
+  const RegressionDataset train = synthetic_regression(100, 4);
+  const FitOptions options{.epochs = 3, .batch_size = 16, .seed = 9, .progress = nullptr};
+  Regressor fitted(5), by_hand(5);
+  Optimizer<SGD> fit_optimizer({.learning_rate = 0.05, .momentum = 0.9});
+  Optimizer<SGD> hand_optimizer({.learning_rate = 0.05, .momentum = 0.9});
+  const auto history = fit(fitted, fit_optimizer, train, nullptr, options, MeanSquaredError{});
+
+  BasicBatcher<RegressionDataset> batcher(train, options.batch_size, options.seed);
+  RegressionBatch<float> batch;
+  std::vector<double> epoch_losses;
+  for (pnn::index epoch = 0; epoch < options.epochs; ++epoch) {
+    batcher.start_epoch(epoch);
+    double loss_sum = 0;
+    pnn::index samples = 0;
+    while (batcher.next(batch)) {
+      const float value = train_step(by_hand, TensorView<const float, 2>(batch.inputs), batch.targets.view(),
+                                     hand_optimizer, MeanSquaredError{});
+      loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());
+      samples += batch.size();
+    }
+    epoch_losses.push_back(loss_sum / static_cast<double>(samples));
+  }
+  REQUIRE(history.size() == 3);
+  for (std::size_t e = 0; e < 3; ++e) CHECK(history[e].train_loss == epoch_losses[e]);
+  const auto a = fitted.parameter_values(), b = by_hand.parameter_values();
+  CHECK(std::vector<float>(a.data(), a.data() + a.size()) == std::vector<float>(b.data(), b.data() + b.size()));
+  CHECK(fit_optimizer.steps() == hand_optimizer.steps());
+}

@@ -25,7 +25,7 @@
 // frees it on the capturing stream without asking cudaPointerGetAttributes which device holds it.
 //
 // What a captured step may not do, and so what this header rejects:
-//   - return a value to the host. The loss is computed into device memory here (CudaDeviceLoss below:
+//   - return a value to the host. The loss is computed into device memory (CudaDeviceLoss, cuda/loss.cuh:
 //     softmax cross-entropy and mean squared error), never through the eager loss's host reduction.
 //   - LARS: its trust ratio needs the weight and gradient norms on the host every step (a compile-time
 //     error). Adam: its bias correction depends on the step number, which a graph would freeze at the
@@ -57,7 +57,7 @@
 #include "pnn/core/tensor.hpp"
 #include "pnn/cuda/executor.cuh"
 #include "pnn/cuda/linalg.cuh"
-#include "pnn/cuda/loss.cuh"
+#include "pnn/cuda/loss.cuh"  // CudaDeviceLoss, CudaLossScratch
 #include "pnn/cuda/memory.cuh"
 #include "pnn/cuda/runtime.cuh"
 #include "pnn/layers/dropout.hpp"
@@ -113,103 +113,6 @@ struct owning_tensor<TensorView<const E, R, D>> {
   using type = Tensor<E, R, D>;
 };
 }  // namespace cuda_detail
-
-// ----- the loss, written to device memory ----------------------------------------------------------------
-
-// Device memory a device-side loss writes: the mean loss of the last step, and (softmax cross-entropy)
-// the first sample whose label was out of range, or cuda_detail::no_invalid_row.
-template <class T>
-struct CudaLossScratch {
-  CudaLossScratch() = default;
-  explicit CudaLossScratch(index rows)
-      : row_losses(Extents<1>{rows}), partials(Extents<1>{PNN_CUDA_REDUCTION_BLOCKS}), mean(Extents<1>{1}),
-        first_invalid_row(Extents<1>{1}) {}
-  Tensor<double, 1, cuda> row_losses;  // per sample (softmax cross-entropy)
-  Tensor<double, 1, cuda> partials;    // per block of the reduction's first pass
-  Tensor<T, 1, cuda> mean;
-  Tensor<int, 1, cuda> first_invalid_row;
-};
-
-namespace cuda_detail {
-inline namespace PNN_CUDA_ABI_TAG {
-
-// The reduction's second pass, as reduce_partials_kernel, finished into a T:
-// *mean = T(sum(partials) / divisor) * scale.
-template <class T>
-PNN_KERNEL void mean_of_partials_kernel(const double* partials, unsigned count, double divisor, T scale, T* mean) {
-  double value = 0;
-  for (unsigned i = threadIdx.x; i < count; i += blockDim.x) value += partials[i];
-  value = block_reduce<SumReduction>(value);
-  if (threadIdx.x == 0) *mean = static_cast<T>(value / divisor) * scale;
-}
-
-// *mean = T(S / divisor) * scale, S the sum of the `count` values of `argument` in the executor's fixed
-// order (so the same bits as its sum()), with no copy to the host. Each loss picks divisor and scale to
-// finish the mean exactly as its eager form does on the host.
-template <class T, class Argument>
-void enqueue_mean(const Argument& argument, index count, double divisor, T scale, CudaLossScratch<T>& scratch,
-                  cudaStream_t stream) {
-  const index wanted = (count + block_threads - 1) / block_threads;
-  const auto blocks = static_cast<unsigned>(std::clamp<index>(wanted, 1, PNN_CUDA_REDUCTION_BLOCKS));
-  reduce_kernel<SumReduction><<<blocks, block_threads, 0, stream>>>(argument, count, 0.0, scratch.partials.data());
-  PNN_CUDA_CHECK_LAUNCH("reduce_kernel");
-  mean_of_partials_kernel<T><<<1, block_threads, 0, stream>>>(scratch.partials.data(), blocks, divisor, scale,
-                                                              scratch.mean.data());
-  PNN_CUDA_CHECK_LAUNCH("mean_of_partials_kernel");
-}
-
-}  // inline namespace PNN_CUDA_ABI_TAG
-}  // namespace cuda_detail
-
-// CudaDeviceLoss<Loss>::enqueue(loss, output, targets, gradient, scratch): the loss's gradient into
-// `gradient` and its mean into scratch.mean, enqueued on pnn's stream without waiting for the device.
-// Specialise it to capture a loss of your own.
-template <class LossFunction>
-struct CudaDeviceLoss {
-  static_assert(always_false<LossFunction>,
-                "CudaGraphStep has no device-side form of this loss: the eager loss returns its value to the host, "
-                "which a CUDA graph cannot contain. Specialise pnn::CudaDeviceLoss<YourLoss> (pnn/cuda/graph.cuh "
-                "shows SoftmaxCrossEntropy and MeanSquaredError)");
-};
-
-template <>
-struct CudaDeviceLoss<SoftmaxCrossEntropy> {
-  template <class T>
-  static void enqueue(const SoftmaxCrossEntropy&, TensorView<const T, 2, cuda> logits,
-                      TensorView<const std::int32_t, 1, cuda> labels, TensorView<T, 2, cuda> gradient,
-                      CudaLossScratch<T>& scratch) {
-    using namespace cuda_detail;
-    const index batch = logits.dim(0), classes = logits.dim(1);
-    PNN_CHECK(labels.size() == batch && scratch.row_losses.size() == batch, ShapeError, "softmax cross-entropy: ",
-              batch, " rows of logits but ", labels.size(), " labels");
-    const int device = current_device();
-    cudaStream_t stream = cuda_stream(device);
-    PNN_CUDA_CHECK(cudaMemsetAsync(scratch.first_invalid_row.data(), no_invalid_row_byte, sizeof(int), stream));
-    // The eager loss's kernel and arithmetic (loss.cuh), so gradient and loss have pnn::train_step's bits.
-    const T scale = T(1) / static_cast<T>(batch);
-    softmax_cross_entropy_kernel<T><<<grid_blocks(batch, device), block_threads, 0, stream>>>(
-        logits.data(), labels.data(), batch, classes, scale, gradient.data(), scratch.row_losses.data(),
-        scratch.first_invalid_row.data());
-    PNN_CUDA_CHECK_LAUNCH("softmax_cross_entropy_kernel");
-    enqueue_mean(LeafArgument<double>{scratch.row_losses.data(), batch}, batch, static_cast<double>(batch), T(1),
-                 scratch, stream);
-  }
-};
-
-template <>
-struct CudaDeviceLoss<MeanSquaredError> {
-  template <class T>
-  static void enqueue(const MeanSquaredError&, TensorView<const T, 2, cuda> output, TensorView<const T, 2, cuda> target,
-                      TensorView<T, 2, cuda> gradient, CudaLossScratch<T>& scratch) {
-    PNN_CHECK(output.shape() == target.shape(), ShapeError, "mean squared error: output ",
-              format_extents<2>(output.shape()), " and target ", format_extents<2>(target.shape()), " differ");
-    // As MeanSquaredError's eager form: the float sum times the float scale.
-    const T scale = T(1) / static_cast<T>(output.size());
-    gradient = (output - target) * (2 * scale);
-    cuda_detail::enqueue_mean(cuda_detail::to_kernel(square(output - target)), output.size(), 1.0, scale, scratch,
-                              cuda_stream());
-  }
-};
 
 // ----- the captured step ---------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 // pnn/data/batcher.hpp: Batcher, which cuts a Dataset into mini-batches (shuffled anew each epoch), and
-// copy_samples(), which turns chosen samples into a batch of floats in [0, 1].
+// copy_samples(), which turns chosen samples into a batch of floats in [0, 1]. The same for a
+// RegressionDataset: BasicBatcher<RegressionDataset> fills RegressionBatches. batch_targets(batch) gives a
+// batch's targets as a loss takes them (loss/loss.hpp: each loss's target_type).
 //
 // Epoch e's order comes from Generator(seed).split(streams::shuffling).split(e) applied to 0, 1, 2, ...:
 // it depends on the seed and the epoch only, not on how many batches of earlier epochs were taken, so a
@@ -7,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <numeric>
 #include <span>
@@ -25,6 +28,7 @@ template <class T = float>
 struct BasicBatch {
   static_assert(std::is_floating_point_v<T>,
                 "BasicBatch<T> holds network inputs: T must be float or double, the model's value_type");
+  using value_type = T;
 
   Tensor<T, 2> inputs;             // (size, features), pixels scaled to [0, 1]
   Tensor<std::int32_t, 1> labels;  // (size,)
@@ -32,6 +36,53 @@ struct BasicBatch {
   index size() const { return labels.size(); }
 };
 using Batch = BasicBatch<float>;
+
+// A mini-batch of a RegressionDataset: one row of inputs and one row of targets per sample.
+template <class T = float>
+struct RegressionBatch {
+  static_assert(std::is_floating_point_v<T>,
+                "RegressionBatch<T> holds network inputs and targets: T must be float or double, the model's "
+                "value_type");
+  using value_type = T;
+
+  Tensor<T, 2> inputs;   // (size, features)
+  Tensor<T, 2> targets;  // (size, outputs)
+
+  index size() const { return targets.dim(0); }
+};
+
+// What BasicBatcher, fit() and evaluate() cut into batches.
+template <class Data>
+concept BatchableDataset = std::same_as<Data, Dataset> || std::same_as<Data, RegressionDataset>;
+
+// The batch a dataset fills for a model of value type T: BasicBatch<T> for a Dataset, RegressionBatch<T>
+// for a RegressionDataset.
+template <class Data, class T>
+struct batch_of {
+  static_assert(always_false<Data>, "pnn: batches are made of a pnn::Dataset (images and class labels) or a "
+                                    "pnn::RegressionDataset (inputs and target rows)");
+};
+template <class T>
+struct batch_of<Dataset, T> {
+  using type = BasicBatch<T>;
+};
+template <class T>
+struct batch_of<RegressionDataset, T> {
+  using type = RegressionBatch<T>;
+};
+template <class Data, class T>
+using batch_type = typename batch_of<Data, T>::type;
+
+// A batch's targets as a loss takes them: the class labels (SoftmaxCrossEntropy's target_type), or the
+// target rows (MeanSquaredError's).
+template <class T>
+TensorView<const std::int32_t, 1> batch_targets(const BasicBatch<T>& batch) {
+  return batch.labels.view();
+}
+template <class T>
+TensorView<const T, 2> batch_targets(const RegressionBatch<T>& batch) {
+  return batch.targets.view();
+}
 
 enum class BatchOrder {
   sequential,  // 0, 1, 2, ... every epoch (evaluation, debugging)
@@ -68,6 +119,23 @@ void copy_samples(const Dataset& data, std::span<const index> sample_indices, Ba
   }
 }
 
+// The same for a RegressionDataset: its inputs and targets converted to T.
+template <class T>
+void copy_samples(const RegressionDataset& data, std::span<const index> sample_indices, RegressionBatch<T>& batch) {
+  const index count = static_cast<index>(sample_indices.size());
+  const index features = data.features(), outputs = data.outputs();
+  batch.inputs.resize({count, features});
+  batch.targets.resize({count, outputs});
+  for (const index sample : sample_indices)
+    PNN_CHECK(sample >= 0 && sample < data.size(), ArgumentError, "copy_samples: sample index ", sample,
+              " is outside a dataset of ", data.size(), " samples");
+  for (index row = 0; row < count; ++row) {
+    const index sample = sample_indices[static_cast<std::size_t>(row)];
+    std::copy_n(data.inputs.data() + sample * features, features, batch.inputs.data() + row * features);
+    std::copy_n(data.targets.data() + sample * outputs, outputs, batch.targets.data() + row * outputs);
+  }
+}
+
 // Hands out the mini-batches of one epoch after another:
 //
 //   Batcher batcher(data.train, 64, seed);
@@ -77,23 +145,29 @@ void copy_samples(const Dataset& data, std::span<const index> sample_indices, Ba
 //     while (batcher.next(batch)) { ... }
 //   }
 //
-// The batcher refers to `data`, which must outlive it.
-class Batcher {
+// The batcher refers to `data`, which must outlive it. Batcher cuts a Dataset; BasicBatcher<RegressionDataset>
+// a RegressionDataset (into RegressionBatches), in the same order for the same seed and size.
+template <BatchableDataset Data>
+class BasicBatcher {
  public:
-  Batcher(const Dataset& data, index batch_size, std::uint64_t seed, BatchOrder order = BatchOrder::shuffled,
-          bool drop_last = false)
+  BasicBatcher(const Data& data, index batch_size, std::uint64_t seed, BatchOrder order = BatchOrder::shuffled,
+               bool drop_last = false)
       : data_(&data), batch_size_(batch_size), order_(order), drop_last_(drop_last),
         shuffling_(Generator(seed).split(streams::shuffling)) {
     PNN_CHECK(batch_size > 0, ArgumentError, "Batcher: the batch size must be positive, got ", batch_size);
     PNN_CHECK(data.size() > 0, ArgumentError, "Batcher: the dataset is empty");
-    PNN_CHECK(data.labels.size() == data.size(), ArgumentError, "Batcher: the dataset has ", data.size(),
-              " images but ", data.labels.size(), " labels");
+    if constexpr (std::is_same_v<Data, Dataset>)
+      PNN_CHECK(data.labels.size() == data.size(), ArgumentError, "Batcher: the dataset has ", data.size(),
+                " images but ", data.labels.size(), " labels");
+    else
+      PNN_CHECK(data.targets.dim(0) == data.size(), ArgumentError, "Batcher: the dataset has ", data.size(),
+                " input rows but ", data.targets.dim(0), " target rows");
     PNN_CHECK(!drop_last || batch_size <= data.size(), ArgumentError, "Batcher: with drop_last, a batch size of ",
               batch_size, " leaves no batch of a dataset of ", data.size(), " samples; use a smaller batch");
     samples_.resize(static_cast<std::size_t>(data.size()));
     start_epoch(0);
   }
-  Batcher(Dataset&&, index, std::uint64_t, BatchOrder = BatchOrder::shuffled, bool = false) = delete;  // would dangle
+  BasicBatcher(Data&&, index, std::uint64_t, BatchOrder = BatchOrder::shuffled, bool = false) = delete;  // would dangle
 
   // Sets the sample order for `epoch` and rewinds to its first batch.
   void start_epoch(index epoch) {
@@ -105,8 +179,8 @@ class Batcher {
   }
 
   // Fills `batch` with the next batch of this epoch; false (and `batch` untouched) once the epoch is over.
-  template <class T>
-  bool next(BasicBatch<T>& batch) {
+  template <class Batch>
+  bool next(Batch& batch) {
     const index end = samples_per_epoch();
     if (position_ >= end) return false;
     const index count = std::min(batch_size_, end - position_);
@@ -127,7 +201,7 @@ class Batcher {
   std::span<const index> order() const { return samples_; }
 
  private:
-  const Dataset* data_;
+  const Data* data_;
   index batch_size_;
   BatchOrder order_;
   bool drop_last_;
@@ -135,5 +209,7 @@ class Batcher {
   std::vector<index> samples_;
   index position_ = 0;
 };
+
+using Batcher = BasicBatcher<Dataset>;
 
 }  // namespace pnn

@@ -1,5 +1,6 @@
-// pnn/data/dataset.hpp: Dataset (images as bytes and their labels), load_idx_dataset() for a pair of IDX
-// files, load_mnist_format() for a directory laid out like MNIST, and default_data_directory().
+// pnn/data/dataset.hpp: Dataset (images as bytes and their labels: a classifier's data), RegressionDataset
+// (real inputs and target rows: a regression model's data), load_idx_dataset() for a pair of IDX files,
+// load_mnist_format() for a directory laid out like MNIST, and default_data_directory().
 //
 // Images stay bytes in memory (60000 Fashion-MNIST images take 47 MB, not 188 MB as floats) and become
 // floats in [0, 1] one batch at a time (data/batcher.hpp).
@@ -27,6 +28,16 @@ struct Dataset {
 
   index size() const { return images.dim(0); }
   index features() const { return images.dim(1); }
+};
+
+// Samples for regression (what MeanSquaredError trains on): each a row of real inputs and a row of targets.
+struct RegressionDataset {
+  Tensor<float, 2> inputs;   // (samples, features)
+  Tensor<float, 2> targets;  // (samples, outputs)
+
+  index size() const { return inputs.dim(0); }
+  index features() const { return inputs.dim(1); }
+  index outputs() const { return targets.dim(1); }
 };
 
 // Reads images (an IDX file of shape (count, rows, columns) or (count, rows, columns, channels)) and their

@@ -1,6 +1,9 @@
 // pnn/loss/mean_squared_error.hpp: MeanSquaredError, the mean over all elements of (output - target)^2.
 //
 // The mean is over every element, as in PyTorch's MSELoss, so the gradient is 2 (output - target) / size.
+// Its arithmetic is written once, as the two expressions below: expressions are evaluated per element by
+// every device's executor (Eigen's vectorised loops on the CPU, one fused kernel on CUDA), so the eager
+// loss on any device and CudaGraphStep's captured loss (include/pnn/cuda/loss.cuh) all run these.
 #pragma once
 
 #include "pnn/core/error.hpp"
@@ -13,14 +16,29 @@ struct MeanSquaredError {
   template <class T, class D>
   using target_type = TensorView<const T, 2, D>;
 
-  template <class T, class D>
-  T operator()(TensorView<const T, 2, D> output, TensorView<const T, 2, D> target, TensorView<T, 2, D> gradient) const {
+  // The gradient of the mean: (output - target) * 2 scale, with scale = 1 / size.
+  template <class Output, class Target, class T>
+  static auto gradient_expression(const Output& output, const Target& target, T scale) {
+    return (output - target) * (2 * scale);
+  }
+  // The squared errors, whose sum times scale is the loss.
+  template <class Output, class Target>
+  static auto squared_errors(const Output& output, const Target& target) {
+    return square(output - target);
+  }
+  template <class Output, class Target>
+  static void check(const Output& output, const Target& target) {
     PNN_CHECK(output.shape() == target.shape(), ShapeError, "mean squared error: output ",
               format_extents<2>(output.shape()), " and target ", format_extents<2>(target.shape()), " differ");
+  }
+
+  template <class T, class D>
+  T operator()(TensorView<const T, 2, D> output, TensorView<const T, 2, D> target, TensorView<T, 2, D> gradient) const {
+    check(output, target);
     if (output.size() == 0) return T(0);
     const T scale = T(1) / static_cast<T>(output.size());
-    if (gradient) gradient = (output - target) * (2 * scale);
-    return sum(square(output - target)) * scale;
+    if (gradient) gradient = gradient_expression(output, target, scale);
+    return sum(squared_errors(output, target)) * scale;
   }
 };
 

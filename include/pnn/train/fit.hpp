@@ -2,10 +2,16 @@
 // shows progress, evaluates on a test set after each epoch, and writes one JSON object per epoch.
 //
 // fit() needs only what every model type provides (a serial Sequential and a Distributed one alike):
-//   train_step(model, inputs, labels, optimizer, loss) -> mean loss of the batch
+//   train_step(model, inputs, targets, optimizer, loss) -> mean loss of the batch
 //   model.predict(inputs)                              -> outputs, without dropout or batch statistics
 // so switching the parallel strategy does not change the training program. Batches are made on the host;
 // a model on a device (Net::on<pnn::cuda>) receives a copy of each on its device.
+//
+// The loss decides what the data must hold (its target_type): a classifier trains with
+// SoftmaxCrossEntropy (the default) on a Dataset, whose targets are class labels, and is evaluated by its
+// loss and accuracy; a regression model trains with MeanSquaredError on a RegressionDataset, whose targets
+// are rows of reals, and is evaluated by its loss alone:
+//   fit(model, optimizer, train, &test, options, pnn::MeanSquaredError{});
 #pragma once
 
 #include <algorithm>
@@ -26,6 +32,7 @@
 
 #include "pnn/data/batcher.hpp"
 #include "pnn/data/dataset.hpp"
+#include "pnn/loss/loss.hpp"
 #include "pnn/loss/softmax_cross_entropy.hpp"
 #include "pnn/optim/optimizer.hpp"
 #include "pnn/train/metrics.hpp"
@@ -48,25 +55,37 @@ namespace detail {
 // Batches are prepared on the host (data/batcher.hpp). A model on another device (a .cu program's model on
 // pnn::cuda) gets a copy of each batch on its device, in tensors that grow only when a batch is larger
 // than every one before; the copy overloads come from that device's headers (include/pnn/cuda/).
-template <class T, class D>
-struct StagedBatch {
-  Tensor<T, 2, D> inputs;
-  Tensor<std::int32_t, 1, D> labels;
+template <class View, class D>
+struct tensor_on;  // the tensor that holds a copy of a host view on device D
+template <class E, std::size_t R, class D>
+struct tensor_on<TensorView<const E, R, cpu>, D> {
+  using type = Tensor<E, R, D>;
 };
 
-// The batch's inputs and labels as a model on device D takes them: the host tensors themselves for the
+template <class Batch, class D>
+struct StagedBatch {
+  using T = typename Batch::value_type;
+  using Targets = typename tensor_on<decltype(batch_targets(std::declval<const Batch&>())), D>::type;
+  Tensor<T, 2, D> inputs;
+  Targets targets;
+};
+
+// The batch's inputs and targets as a model on device D takes them: the host tensors themselves for the
 // cpu, else their copies in `staged`.
-template <class T, class D>
-auto on_model_device(const BasicBatch<T>& batch, StagedBatch<T, D>& staged) {
+template <class Batch, class D>
+auto on_model_device(const Batch& batch, StagedBatch<Batch, D>& staged) {
+  using T = typename Batch::value_type;
+  const auto targets = batch_targets(batch);
   if constexpr (std::is_same_v<D, cpu>) {
-    return std::pair{batch.inputs.view(), batch.labels.view()};
+    return std::pair{batch.inputs.view(), targets};
   } else {
     staged.inputs.resize(batch.inputs.shape());
-    staged.labels.resize(batch.labels.shape());
+    staged.targets.resize(targets.shape());
     copy(batch.inputs.view(), staged.inputs.view());
-    copy(batch.labels.view(), staged.labels.view());
+    copy(targets, staged.targets.view());
+    using Targets = typename StagedBatch<Batch, D>::Targets;
     return std::pair{TensorView<const T, 2, D>(staged.inputs.view()),
-                     TensorView<const std::int32_t, 1, D>(staged.labels.view())};
+                     TensorView<const typename Targets::value_type, Targets::rank, D>(staged.targets.view())};
   }
 }
 
@@ -85,19 +104,36 @@ TensorView<const T, 2, cpu> on_host(TensorView<const T, 2, D> output, Tensor<T, 
 
 struct Evaluation {
   double loss = 0;
-  double accuracy = 0;
+  double accuracy = 0;  // classifiers only (0 for a regression model)
   index samples = 0;
 };
 
-// Mean loss and accuracy of the model's predictions on a whole dataset. For a model on another device the
-// predictions are copied to the host, where the loss and the accuracy are computed.
-template <class Model, class LossFunction = SoftmaxCrossEntropy>
-Evaluation evaluate(Model& model, const Dataset& data, index batch_size = 1000, const LossFunction& loss = {}) {
+namespace detail {
+// Whether a loss takes the targets a dataset's batches hold: class labels (a Dataset) or target rows (a
+// RegressionDataset), for a model of value type T.
+template <class LossFunction, class Data, class T>
+inline constexpr bool loss_takes_targets_of =
+    std::is_same_v<typename LossFunction::template target_type<T, cpu>,
+                   decltype(batch_targets(std::declval<const batch_type<Data, T>&>()))>;
+// A classifier's targets are class labels; then accuracy means something.
+template <class Data>
+inline constexpr bool holds_class_labels = std::is_same_v<Data, Dataset>;
+}  // namespace detail
+
+// Mean loss (and, for a classifier, accuracy) of the model's predictions on a whole dataset. For a model on
+// another device the predictions are copied to the host, where the loss and the accuracy are computed.
+template <class Model, BatchableDataset Data, class LossFunction = SoftmaxCrossEntropy>
+Evaluation evaluate(Model& model, const Data& data, index batch_size = 1000, const LossFunction& loss = {}) {
   using T = typename Model::value_type;
+  static_assert(detail::loss_takes_targets_of<LossFunction, Data, T>,
+                "evaluate(model, data, batch_size, loss): the loss takes other targets than the data holds. "
+                "SoftmaxCrossEntropy (the default) evaluates a classifier on a pnn::Dataset (class labels); "
+                "MeanSquaredError a regression model on a pnn::RegressionDataset (target rows): pass the loss "
+                "that matches the data");
   PNN_CHECK(batch_size > 0, ArgumentError, "evaluate: batch size must be positive, got ", batch_size);
   Evaluation result;
-  BasicBatch<T> batch;
-  detail::StagedBatch<T, typename Model::device> staged;
+  batch_type<Data, T> batch;
+  detail::StagedBatch<batch_type<Data, T>, typename Model::device> staged;
   Tensor<T, 2> host_output;
   std::vector<index> order(static_cast<std::size_t>(batch_size));
   double loss_sum = 0;
@@ -109,9 +145,9 @@ Evaluation evaluate(Model& model, const Dataset& data, index batch_size = 1000, 
     copy_samples(data, std::span<const index>(order), batch);
     const auto output = detail::on_host(model.predict(detail::on_model_device(std::as_const(batch), staged).first),
                                         host_output);
-    const TensorView<const std::int32_t, 1> labels = batch.labels.view();
-    loss_sum += static_cast<double>(loss(output, labels, TensorView<T, 2>{})) * static_cast<double>(count);
-    correct += count_correct(output, labels);
+    const auto targets = batch_targets(batch);
+    loss_sum += static_cast<double>(loss(output, targets, TensorView<T, 2>{})) * static_cast<double>(count);
+    if constexpr (detail::holds_class_labels<Data>) correct += count_correct(output, targets);
   }
   result.samples = data.size();
   if (data.size() > 0) {
@@ -163,12 +199,18 @@ class ProgressLine {
 };
 }  // namespace detail
 
-// Trains `model` with `optimizer` on `train`; evaluates on `test` after each epoch if given.
-template <class Model, class Rule, class LossFunction = SoftmaxCrossEntropy>
+// Trains `model` with `optimizer` on `train` (a Dataset, or a RegressionDataset with MeanSquaredError);
+// evaluates on `test` after each epoch if given.
+template <class Model, class Rule, BatchableDataset Data, class LossFunction = SoftmaxCrossEntropy>
 std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer,
-                              const Dataset& train, const Dataset* test, const FitOptions& options,
+                              const Data& train, const std::type_identity_t<Data>* test, const FitOptions& options,
                               const LossFunction& loss = {}) {
   using T = typename Model::value_type;
+  static_assert(detail::loss_takes_targets_of<LossFunction, Data, T>,
+                "fit(model, optimizer, train, test, options, loss): the loss takes other targets than the data "
+                "holds. SoftmaxCrossEntropy (the default) trains a classifier on a pnn::Dataset (class labels); "
+                "MeanSquaredError a regression model on a pnn::RegressionDataset (target rows): pass the loss "
+                "that matches the data");
   using Clock = std::chrono::steady_clock;
   PNN_CHECK(options.epochs > 0, ArgumentError, "fit: epochs must be positive, got ", options.epochs);
   PNN_CHECK(options.max_steps >= 0, ArgumentError, "fit: max_steps must not be negative, got ", options.max_steps);
@@ -176,10 +218,10 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
   bool primary = true;
   if constexpr (requires { model.is_primary(); }) primary = model.is_primary();
   std::ostream* const out = primary ? options.progress : nullptr;
-  Batcher batcher(train, options.batch_size, options.seed,
-                  options.shuffle ? BatchOrder::shuffled : BatchOrder::sequential);
-  BasicBatch<T> batch;
-  detail::StagedBatch<T, typename Model::device> staged;
+  BasicBatcher<Data> batcher(train, options.batch_size, options.seed,
+                             options.shuffle ? BatchOrder::shuffled : BatchOrder::sequential);
+  batch_type<Data, T> batch;
+  detail::StagedBatch<batch_type<Data, T>, typename Model::device> staged;
   std::vector<EpochMetrics> history;
   index steps = 0;
   for (index epoch = 1; epoch <= options.epochs; ++epoch) {
@@ -190,8 +232,8 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
     double loss_sum = 0;
     index samples = 0;
     while (batcher.next(batch)) {
-      const auto [inputs, labels] = detail::on_model_device(std::as_const(batch), staged);
-      const T value = train_step(model, inputs, labels, optimizer, loss);
+      const auto [inputs, targets] = detail::on_model_device(std::as_const(batch), staged);
+      const T value = train_step(model, inputs, targets, optimizer, loss);
       PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value,
                 " at step ", steps + 1, " of epoch ", epoch, "; lower the learning rate");
       loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());
@@ -208,6 +250,7 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
     metrics.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     metrics.train_loss = samples ? loss_sum / static_cast<double>(samples) : 0;
     metrics.samples_per_second = static_cast<double>(samples) / std::max(metrics.seconds, 1e-9);
+    metrics.classifier = detail::holds_class_labels<Data>;
     if (test) {
       const Evaluation evaluation = evaluate(model, *test, options.evaluation_batch, loss);
       metrics.test_loss = evaluation.loss;
@@ -217,9 +260,9 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
     if (out) {
       std::ostringstream line;  // formatted apart, so the caller's stream keeps its settings
       line << "epoch " << epoch << ": train loss " << std::fixed << std::setprecision(4) << metrics.train_loss;
-      if (test)
-        line << ", test loss " << metrics.test_loss << ", test accuracy " << std::setprecision(2)
-             << 100 * metrics.test_accuracy << "%";
+      if (test) line << ", test loss " << metrics.test_loss;
+      if (test && metrics.classifier)
+        line << ", test accuracy " << std::setprecision(2) << 100 * metrics.test_accuracy << "%";
       line << ", " << std::setprecision(1) << metrics.seconds << " s, " << std::setprecision(0)
            << metrics.samples_per_second << " samples/s\n";
       *out << line.str() << std::flush;

@@ -1,4 +1,7 @@
 // pnn/train/metrics.hpp: per-epoch training metrics, their JSON-lines file, and classification accuracy.
+//
+// A regression model (trained with MeanSquaredError) has no accuracy: its metrics say classifier = false,
+// its test_loss is the mean squared error on the test set, and its JSON has no test_accuracy key.
 #pragma once
 
 #include <cstdint>
@@ -18,17 +21,19 @@ struct EpochMetrics {
   index steps = 0;  // optimiser steps taken so far, in all epochs
   double train_loss = 0;
   double test_loss = 0;
-  double test_accuracy = 0;
+  double test_accuracy = 0;  // classifiers only
   double seconds = 0;
   double samples_per_second = 0;
+  bool classifier = true;  // false for a regression model: test_accuracy means nothing
 };
 
 inline std::string to_json(const EpochMetrics& m) {
   std::ostringstream out;
   out.precision(10);
   out << "{\"epoch\": " << m.epoch << ", \"steps\": " << m.steps << ", \"train_loss\": " << m.train_loss
-      << ", \"test_loss\": " << m.test_loss << ", \"test_accuracy\": " << m.test_accuracy
-      << ", \"seconds\": " << m.seconds << ", \"samples_per_second\": " << m.samples_per_second << "}";
+      << ", \"test_loss\": " << m.test_loss;
+  if (m.classifier) out << ", \"test_accuracy\": " << m.test_accuracy;
+  out << ", \"seconds\": " << m.seconds << ", \"samples_per_second\": " << m.samples_per_second << "}";
   return out.str();
 }
 
