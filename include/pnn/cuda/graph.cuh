@@ -8,46 +8,15 @@
 //   for (...) step.run(images, labels);   // device or host views of one batch: copied into the step's buffers
 //   float loss = step.loss();             // the last step's mean loss: the only synchronisation
 //
-// Why: an eager step launches every kernel from the host and, through the loss value it returns, waits
-// for the device once per step; for small layers the launches, not the arithmetic, set the step time. A
-// replay launches the recorded kernels, cuBLAS calls and memsets at once, and the loss stays on the device
-// (loss_on_device(); loss() copies it out on request).
-//
-// How: the first run() enqueues the step eagerly, which also sizes every buffer the step touches (the
-// pass's activations and the model's gradient buffers, the optimiser's state, cuBLAS's handle). The step
-// is then captured on pnn's compute stream (nothing runs during the capture) and instantiated; every later
-// run() copies the batch into the step's own input and target buffers and launches the graph. Memory the
-// step allocates and frees within itself (kernel scratch) becomes the graph's own allocation nodes, since
-// pnn allocates stream-ordered; nothing else may be (re)allocated while capturing, and the capture checks
-// it (runtime.cuh's CaptureLedger): a buffer that a layer first allocates, grows or replaces inside the step
-// makes the capture fail with a CudaError saying so, where a replay would silently lose its contents. Such
-// a graph allocation has no pointer attributes until the graph runs, so DeviceTraits<cuda>::deallocate
-// frees it on the capturing stream without asking cudaPointerGetAttributes which device holds it.
-//
-// What a captured step may not do, and so what this header rejects:
-//   - return a value to the host. The loss is computed into device memory (CudaDeviceLoss, cuda/loss.cuh:
-//     softmax cross-entropy and mean squared error), never through the eager loss's host reduction.
-//   - LARS: its trust ratio needs the weight and gradient norms on the host every step (a compile-time
-//     error). Adam: its bias correction depends on the step number, which a graph would freeze at the
-//     step it was captured in (a compile-time error). SGD (momentum, Nesterov, weight decay) is captured;
-//     another rule opts in by specialising cuda_graph_capturable_rule.
-//   - draw host random numbers: Dropout with a non-zero rate is rejected at compile time (its masks are
-//     drawn on the host), and the step runs its layers with no random generator at all.
-// Anything else that synchronises with the host inside the step makes the capture fail with a CudaError
-// that says so (capture mode cudaStreamCaptureModeThreadLocal), never a hang or a silently frozen value.
-//
-// Hyper-parameters are baked into the graph: when optimizer.rule or cuda_settings().allow_tf32 differs
-// from what was captured, run() captures the step again (a learning-rate schedule costs one capture per
-// change). Replays do not call Optimizer::step on the host, so optimizer.steps() does not count them:
-// steps() here does. optimizer.reset() is noticed too, also after eager steps in between (its momentum
-// buffers are freed): the next run() drops the graph, steps eagerly and captures again.
-//
-// Lifetime and threads: the model and the optimiser must outlive the step and stay where they are (the
-// graph holds their device addresses). Between replays the model may be used eagerly with any batch: the
-// step's activations and gradient scratch are its own (its Trace), and the model's parameter gradients
-// never change size.
-// While run() captures (its first call, and after a hyper-parameter change) no other thread may enqueue
-// work for this device on pnn's stream, which the capture would record.
+// Why: for small layers the host's launches, not the arithmetic, set an eager step's time; a replay
+// launches everything at once and keeps the loss on the device. What cannot be captured is a compile-time
+// error (Adam, LARS, Dropout); what can only be seen while capturing (memory kept or released inside the
+// step, a synchronisation with the host) fails the capture with a CudaError that says so. A change of
+// optimizer.rule, of cuda_settings().allow_tf32 or an optimizer.reset() captures again; steps() counts the
+// replays, which Optimizer::step never sees. The model and optimiser must outlive the step and stay put
+// (the graph holds their addresses); between replays the model may train eagerly with any batch. While
+// run() captures, no other thread may enqueue work on pnn's stream. docs/cuda.md, "A training step as one
+// graph", says how and why in full.
 #pragma once
 
 #include <concepts>
