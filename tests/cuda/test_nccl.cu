@@ -89,7 +89,7 @@ TEST_CASE("nccl.collectives" * needs_gpu()) {
     }
     // Weighted mean, weight r + 1: sum((r + 1) x_r) / sum(r + 1).
     data = to_device(rank_values(r, n));
-    nccl.all_reduce_mean(data.view(), r + 1.0);
+    all_reduce_mean(nccl, data.view(), r + 1.0);
     host = to_host(data);
     for (pnn::index i = 0; i < n; i += 997) {
       const double expected = weighted / weights + static_cast<double>(i) / 1000;

@@ -39,12 +39,6 @@
 
 namespace pnn {
 
-// A rank failed; the message names the rank and the operation.
-class RankFailure : public Error {
- public:
-  using Error::Error;
-};
-
 namespace dist_detail {
 template <class Model, class Strategy>
 struct worker_for {
