@@ -1,9 +1,10 @@
 // pnn/cuda/nccl.cuh: Nccl, the communicator between GPUs (NCCL), for pnn::cuda models.
 //
 //   auto ranks = pnn::Nccl::group(2);   // one process driving GPUs 0 and 1: one communicator per GPU
-//   pnn::Distributed<Net::on<pnn::cuda>, pnn::DataParallel<pnn::Nccl>> model(seed, {.workers = 2});
+//   pnn::Distributed<Net::on<pnn::cuda>, pnn::DataParallel<pnn::Nccl>> model(seed, {.ranks = 2});
 //
-// It satisfies pnn::Communicator with device = cuda. Processes launched by mpirun use NcclMpi
+// It satisfies pnn::InProcessCommunicator with device = cuda (all_reduce_mean is the free function of
+// dist/communicator.hpp, written once for every communicator). Processes launched by mpirun use NcclMpi
 // (pnn/cuda/nccl_mpi.cuh), which bootstraps the same communicator through MPI.
 //
 // Streams. Each rank has its device's pnn compute stream (runtime.cuh) and NCCL streams of its own. An
