@@ -106,7 +106,7 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
   auto model = [&] {
     if constexpr (is_distributed<Model>)
       return Model(options.seed,
-                   {.workers = options.workers, .bucket_bytes = options.bucket_bytes, .overlap = options.overlap});
+                   {.ranks = options.workers, .bucket_bytes = options.bucket_bytes, .overlap = options.overlap});
     else
       return Model(options.seed);
   }();
@@ -139,7 +139,7 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
           .add("bubble_theory", (stages - 1) / (m + stages - 1));
     } else {
       result.add("overlap", options.overlap).add("bucket_bytes", options.bucket_bytes)
-          .add("buckets", model.worker(0).buckets());
+          .add("buckets", model.strategy_rank(0).buckets());
     }
     const std::vector<pnn::StrategyStatistics> after = model.statistics();
     std::string ranks;
@@ -150,8 +150,8 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
           .add("compute_seconds", s.compute_seconds).add("communication_seconds", s.communication_seconds)
           .add("exposed_seconds", s.exposed_seconds).add("bytes_communicated", s.bytes_communicated)
           .add("hidden_fraction", s.hidden_fraction()).add("bubble_fraction", s.bubble_fraction());
-      if constexpr (requires { model.worker(0).max_live_microbatches(); })
-        rank.add("max_live_microbatches", model.worker(static_cast<int>(r)).max_live_microbatches());
+      if constexpr (requires { model.strategy_rank(0).max_live_microbatches(); })
+        rank.add("max_live_microbatches", model.strategy_rank(static_cast<int>(r)).max_live_microbatches());
       ranks += (ranks.empty() ? "" : ", ") + rank.str();
     }
     result.raw("ranks", "[" + ranks + "]");

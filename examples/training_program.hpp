@@ -190,7 +190,7 @@ int run_training_program(int argc, char** argv, const std::string& description, 
               "device: ", no_device);
 #endif
     auto model = [&] {
-      if constexpr (is_distributed<Model>) return Model(flags.seed, {.workers = flags.workers});
+      if constexpr (is_distributed<Model>) return Model(flags.seed, {.ranks = flags.workers});
       else return Model(flags.seed);
     }();
     bool primary = true;

@@ -7,4 +7,7 @@
 #include "pnn/dist/distributed.hpp"
 #include "pnn/dist/local.hpp"
 #include "pnn/dist/pipeline.hpp"
+#include "pnn/dist/rank_threads.hpp"
+#include "pnn/dist/schedule.hpp"
 #include "pnn/dist/strategy.hpp"
+#include "pnn/dist/strategy_rank.hpp"

@@ -7,6 +7,6 @@
 using Mlp = pnn::Sequential<pnn::Input<12>, pnn::Dense<10>, pnn::Tanh, pnn::Dense<8>, pnn::ReLU, pnn::Dense<4>>;
 
 int main() {
-  pnn::Distributed<Mlp, pnn::Pipeline<pnn::Split<2, 2>, pnn::Microbatches<4>, pnn::GPipe>> model(1, {.workers = 3});
+  pnn::Distributed<Mlp, pnn::Pipeline<pnn::Split<2, 2>, pnn::Microbatches<4>, pnn::GPipe>> model(1, {.ranks = 3});
   return 0;
 }

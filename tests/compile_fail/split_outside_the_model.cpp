@@ -8,6 +8,6 @@
 using Mlp = pnn::Sequential<pnn::Input<12>, pnn::Dense<10>, pnn::Tanh, pnn::Dense<8>, pnn::ReLU, pnn::Dense<4>>;
 
 int main() {
-  pnn::Distributed<Mlp, pnn::ModelParallel<pnn::Split<2, 9>>> model(1, {.workers = 3});
+  pnn::Distributed<Mlp, pnn::ModelParallel<pnn::Split<2, 9>>> model(1, {.ranks = 3});
   return 0;
 }

@@ -35,17 +35,11 @@ class HostStaged {
   template <class T>
   void all_reduce(TensorView<T, 1, cpu> data) { local_.all_reduce(data); }
   template <class T>
-  void all_reduce_mean(TensorView<T, 1, cpu> data, double weight) { local_.all_reduce_mean(data, weight); }
-  template <class T>
   void broadcast(TensorView<T, 1, cpu> data, int root) { local_.broadcast(data, root); }
 
   template <class T>
   void all_reduce(TensorView<T, 1, cuda> data) {
     staged(data, [&](TensorView<T, 1, cpu> host) { local_.all_reduce(host); });
-  }
-  template <class T>
-  void all_reduce_mean(TensorView<T, 1, cuda> data, double weight) {
-    staged(data, [&](TensorView<T, 1, cpu> host) { local_.all_reduce_mean(host, weight); });
   }
   template <class T>
   Request all_reduce_async(TensorView<T, 1, cuda> data) {
@@ -87,6 +81,6 @@ class HostStaged {
   Local local_;
 };
 
-static_assert(Communicator<HostStaged>);
+static_assert(InProcessCommunicator<HostStaged>);
 
 }  // namespace pnn::testing

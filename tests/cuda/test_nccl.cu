@@ -89,7 +89,7 @@ TEST_CASE("nccl.collectives" * needs_gpu()) {
     }
     // Weighted mean, weight r + 1: sum((r + 1) x_r) / sum(r + 1).
     data = to_device(rank_values(r, n));
-    nccl.all_reduce_mean(data.view(), r + 1.0);
+    all_reduce_mean(nccl, data.view(), r + 1.0);
     host = to_host(data);
     for (pnn::index i = 0; i < n; i += 997) {
       const double expected = weighted / weights + static_cast<double>(i) / 1000;
@@ -170,20 +170,20 @@ TEST_CASE("nccl.a_mismatched_message_is_an_error" * needs_gpus(2)) {
 }
 
 TEST_CASE("nccl.data_parallel_equals_serial_training" * needs_gpu()) {
-  const int workers = std::min(group_size(), 4);
-  CAPTURE(workers);
-  check_cuda_equivalence<DataParallel<Nccl>>({.workers = workers});
-  check_cuda_equivalence<DataParallel<Nccl>>({.workers = workers, .bucket_bytes = 1});
+  const int rank_count = std::min(group_size(), 4);
+  CAPTURE(rank_count);
+  check_cuda_equivalence<DataParallel<Nccl>>({.ranks = rank_count});
+  check_cuda_equivalence<DataParallel<Nccl>>({.ranks = rank_count, .bucket_bytes = 1});
 }
 
 TEST_CASE("nccl.model_parallel_and_pipelines_equal_serial_training" * needs_gpus(2)) {
-  check_cuda_equivalence<ModelParallel<Split<2>, Nccl>>({.workers = 2});
-  check_cuda_equivalence<Pipeline<Split<3>, Microbatches<4>, GPipe, Nccl>>({.workers = 2});
-  check_cuda_equivalence<Pipeline<Split<3>, Microbatches<4>, OneFOneB, Nccl>>({.workers = 2});
+  check_cuda_equivalence<ModelParallel<Split<2>, Nccl>>({.ranks = 2});
+  check_cuda_equivalence<Pipeline<Split<3>, Microbatches<4>, GPipe, Nccl>>({.ranks = 2});
+  check_cuda_equivalence<Pipeline<Split<3>, Microbatches<4>, OneFOneB, Nccl>>({.ranks = 2});
 }
 
 TEST_CASE("nccl.three_stage_pipeline_equals_serial_training" * needs_gpus(3)) {
-  check_cuda_equivalence<Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB, Nccl>>({.workers = 3});
+  check_cuda_equivalence<Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB, Nccl>>({.ranks = 3});
 }
 
 // Over NCCL the reductions run on their own stream: the statistics' events on the compute stream time
@@ -192,18 +192,18 @@ TEST_CASE("nccl.three_stage_pipeline_equals_serial_training" * needs_gpus(3)) {
 TEST_CASE("nccl.data_parallel_statistics_time_the_device" * needs_gpu()) {
   const auto data = testing::device_data(40, 12, 4);
   Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});
-  const int workers = std::min(group_size(), 4);
-  Distributed<testing::CudaMlp, DataParallel<Nccl>> model(1, {.workers = workers, .bucket_bytes = 1});
+  const int rank_count = std::min(group_size(), 4);
+  Distributed<testing::CudaMlp, DataParallel<Nccl>> model(1, {.ranks = rank_count, .bucket_bytes = 1});
   testing::train(model, optimizer, data, 10, 5);
   const auto statistics = model.statistics();
-  REQUIRE(statistics.size() == static_cast<std::size_t>(workers));
+  REQUIRE(statistics.size() == static_cast<std::size_t>(rank_count));
   for (const StrategyStatistics& s : statistics) testing::check_data_parallel_statistics(s, 5, 1e-5);
 }
 
 TEST_CASE("nccl.pipeline_statistics_time_the_device" * needs_gpus(2)) {
   const auto data = testing::device_data(40, 12, 4);
   Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});
-  Distributed<testing::CudaMlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB, Nccl>> model(1, {.workers = 2});
+  Distributed<testing::CudaMlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB, Nccl>> model(1, {.ranks = 2});
   testing::train(model, optimizer, data, 10, 5);
   for (const StrategyStatistics& s : model.statistics()) testing::check_pipeline_statistics(s, 5, 1e-5);
 }

@@ -11,25 +11,25 @@ using testing::HostStaged;
 using testing::needs_gpu;
 
 TEST_CASE("cuda.data_parallel.equals_serial_training" * needs_gpu()) {
-  // 37 samples in batches of 10: the last batch has 7; 10 rows do not divide among 3 workers.
-  for (int workers : {1, 2, 3}) {
-    CAPTURE(workers);
-    check_cuda_equivalence<DataParallel<HostStaged>>({.workers = workers});
+  // 37 samples in batches of 10: the last batch has 7; 10 rows do not divide among 3 ranks.
+  for (int ranks : {1, 2, 3}) {
+    CAPTURE(ranks);
+    check_cuda_equivalence<DataParallel<HostStaged>>({.ranks = ranks});
   }
   // One bucket per layer, and no overlap of the reductions with backward.
-  check_cuda_equivalence<DataParallel<HostStaged>>({.workers = 2, .bucket_bytes = 1});
-  check_cuda_equivalence<DataParallel<HostStaged>>({.workers = 3, .overlap = false});
+  check_cuda_equivalence<DataParallel<HostStaged>>({.ranks = 2, .bucket_bytes = 1});
+  check_cuda_equivalence<DataParallel<HostStaged>>({.ranks = 3, .overlap = false});
 }
 
 TEST_CASE("cuda.model_parallel.equals_serial_training" * needs_gpu()) {
-  check_cuda_equivalence<ModelParallel<Split<2>, HostStaged>>({.workers = 2});
-  check_cuda_equivalence<ModelParallel<Split<2, 4>, HostStaged>>({.workers = 3});
+  check_cuda_equivalence<ModelParallel<Split<2>, HostStaged>>({.ranks = 2});
+  check_cuda_equivalence<ModelParallel<Split<2, 4>, HostStaged>>({.ranks = 3});
 }
 
 TEST_CASE("cuda.pipeline.equals_serial_training" * needs_gpu()) {
-  SUBCASE("GPipe") { check_cuda_equivalence<Pipeline<Split<3>, Microbatches<4>, GPipe, HostStaged>>({.workers = 2}); }
+  SUBCASE("GPipe") { check_cuda_equivalence<Pipeline<Split<3>, Microbatches<4>, GPipe, HostStaged>>({.ranks = 2}); }
   SUBCASE("1F1B, three stages") {
-    check_cuda_equivalence<Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB, HostStaged>>({.workers = 3});
+    check_cuda_equivalence<Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB, HostStaged>>({.ranks = 3});
   }
 }
 
@@ -40,12 +40,12 @@ TEST_CASE("cuda.strategies.statistics_time_the_device" * needs_gpu()) {
   Optimizer<SGD, float, cuda> optimizer({.learning_rate = 0.1});
   constexpr double slack = 1e-5;  // event times are float milliseconds
   SUBCASE("data parallel") {
-    Distributed<testing::CudaMlp, DataParallel<HostStaged>> model(1, {.workers = 2, .bucket_bytes = 1});
+    Distributed<testing::CudaMlp, DataParallel<HostStaged>> model(1, {.ranks = 2, .bucket_bytes = 1});
     testing::train(model, optimizer, data, 10, 5);
     for (const StrategyStatistics& s : model.statistics()) testing::check_data_parallel_statistics(s, 5, slack);
   }
   SUBCASE("pipeline") {
-    Distributed<testing::CudaMlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB, HostStaged>> model(1, {.workers = 2});
+    Distributed<testing::CudaMlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB, HostStaged>> model(1, {.ranks = 2});
     testing::train(model, optimizer, data, 10, 5);
     for (const StrategyStatistics& s : model.statistics()) testing::check_pipeline_statistics(s, 5, slack);
   }

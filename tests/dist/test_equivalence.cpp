@@ -9,56 +9,56 @@ using Mlp = Sequential<Input<12>, Dense<10>, Tanh, Dense<8>, ReLU, Dense<4>>;  /
 }
 
 TEST_CASE("data_parallel.equals_serial_training") {
-  // 37 samples in batches of 10: the last batch has 7; 10 rows do not divide among 3 or 4 workers.
-  for (int workers : {1, 2, 3, 4}) {
-    CAPTURE(workers);
-    check_equivalence<Mlp, DataParallel<Local>>({.workers = workers});
+  // 37 samples in batches of 10: the last batch has 7; 10 rows do not divide among 3 or 4 ranks.
+  for (int ranks : {1, 2, 3, 4}) {
+    CAPTURE(ranks);
+    check_equivalence<Mlp, DataParallel<Local>>({.ranks = ranks});
   }
   // Tiny buckets (one per layer) and no overlap give the same weights.
-  check_equivalence<Mlp, DataParallel<Local>>({.workers = 2, .bucket_bytes = 1});
-  check_equivalence<Mlp, DataParallel<Local>>({.workers = 3, .overlap = false});
-  // More workers than samples in a batch: some ranks get none.
-  check_equivalence<Mlp, DataParallel<Local>>({.workers = 4}, /*batch=*/3, /*steps=*/3);
+  check_equivalence<Mlp, DataParallel<Local>>({.ranks = 2, .bucket_bytes = 1});
+  check_equivalence<Mlp, DataParallel<Local>>({.ranks = 3, .overlap = false});
+  // More ranks than samples in a batch: some ranks get none.
+  check_equivalence<Mlp, DataParallel<Local>>({.ranks = 4}, /*batch=*/3, /*steps=*/3);
 }
 
 TEST_CASE("model_parallel.equals_serial_training") {
-  check_equivalence<Mlp, ModelParallel<Split<2>>>({.workers = 2});
-  check_equivalence<Mlp, ModelParallel<Split<2, 4>>>({.workers = 3});
-  check_equivalence<Mlp, ModelParallel<Split<1, 2, 3, 4>>>({.workers = 5});
+  check_equivalence<Mlp, ModelParallel<Split<2>>>({.ranks = 2});
+  check_equivalence<Mlp, ModelParallel<Split<2, 4>>>({.ranks = 3});
+  check_equivalence<Mlp, ModelParallel<Split<1, 2, 3, 4>>>({.ranks = 5});
 }
 
 TEST_CASE("pipeline.equals_serial_training") {
-  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<1>, GPipe>>({.workers = 2});
-  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<4>, GPipe>>({.workers = 2});
-  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<8>, GPipe>>({.workers = 2});
-  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<1>, OneFOneB>>({.workers = 2});
-  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB>>({.workers = 2});
-  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<8>, OneFOneB>>({.workers = 2});
-  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<1>, GPipe>>({.workers = 3});
-  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<4>, GPipe>>({.workers = 3});
-  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, GPipe>>({.workers = 3});
-  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<1>, OneFOneB>>({.workers = 3});
-  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB>>({.workers = 3});
-  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, OneFOneB>>({.workers = 3});
+  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<1>, GPipe>>({.ranks = 2});
+  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<4>, GPipe>>({.ranks = 2});
+  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<8>, GPipe>>({.ranks = 2});
+  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<1>, OneFOneB>>({.ranks = 2});
+  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB>>({.ranks = 2});
+  check_equivalence<Mlp, Pipeline<Split<3>, Microbatches<8>, OneFOneB>>({.ranks = 2});
+  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<1>, GPipe>>({.ranks = 3});
+  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<4>, GPipe>>({.ranks = 3});
+  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, GPipe>>({.ranks = 3});
+  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<1>, OneFOneB>>({.ranks = 3});
+  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB>>({.ranks = 3});
+  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, OneFOneB>>({.ranks = 3});
 }
 
 TEST_CASE("pipeline.one_f_one_b_bounds_live_activations") {
   const auto data = testing::synthetic_data(16, 12, 4);
   Optimizer<SGD> optimizer;
-  Distributed<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, OneFOneB>> one_f_one_b(1, {.workers = 3});
+  Distributed<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, OneFOneB>> one_f_one_b(1, {.ranks = 3});
   testing::train(one_f_one_b, optimizer, data, 16, 1);
   for (int stage = 0; stage < 3; ++stage) {
     CAPTURE(stage);
-    CHECK(one_f_one_b.worker(stage).max_live_microbatches() == 3 - stage);  // at most (stages - stage)
+    CHECK(one_f_one_b.strategy_rank(stage).max_live_microbatches() == 3 - stage);  // at most (stages - stage)
   }
-  Distributed<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, GPipe>> gpipe(1, {.workers = 3});
+  Distributed<Mlp, Pipeline<Split<2, 4>, Microbatches<8>, GPipe>> gpipe(1, {.ranks = 3});
   testing::train(gpipe, optimizer, data, 16, 1);
-  for (int stage = 0; stage < 3; ++stage) CHECK(gpipe.worker(stage).max_live_microbatches() == 8);
+  for (int stage = 0; stage < 3; ++stage) CHECK(gpipe.strategy_rank(stage).max_live_microbatches() == 8);
 }
 
 TEST_CASE("distributed.predict_and_save_match_serial") {
   const auto data = testing::synthetic_data(20, 12, 4);
-  Distributed<Mlp, Pipeline<Split<2, 4>, Microbatches<2>, OneFOneB>> pipeline(5, {.workers = 3});
+  Distributed<Mlp, Pipeline<Split<2, 4>, Microbatches<2>, OneFOneB>> pipeline(5, {.ranks = 3});
   Optimizer<SGD> optimizer({.learning_rate = 0.1});
   testing::train(pipeline, optimizer, data, 10, 2);
   Mlp whole = pipeline.gathered();
@@ -66,4 +66,91 @@ TEST_CASE("distributed.predict_and_save_match_serial") {
   const auto actual = pipeline.predict(data.inputs.view());
   REQUIRE(actual.shape() == expected.shape());
   for (pnn::index i = 0; i < actual.size(); ++i) REQUIRE(actual.data()[i] == doctest::Approx(expected.data()[i]));
+}
+
+namespace {
+// Trains serially and with Strategy, resets both optimisers, trains on: the weights agree as in
+// check_equivalence, and the caller's optimiser counts Distributed's steps as a serial model's.
+template <class Strategy>
+void check_optimizer_bookkeeping(const DistributedOptions& options) {
+  const auto data = testing::synthetic_data(37, Mlp::input_shape::size, Mlp::output_shape::size);
+  Mlp serial(11);
+  Distributed<Mlp, Strategy> parallel(11, options);
+  Optimizer<SGD> serial_optimizer({.learning_rate = 0.1, .momentum = 0.9});
+  Optimizer<SGD> parallel_optimizer({.learning_rate = 0.1, .momentum = 0.9});
+  testing::train(serial, serial_optimizer, data, 10, 3);
+  testing::train(parallel, parallel_optimizer, data, 10, 3);
+  CHECK(parallel_optimizer.steps() == 3);
+  CHECK(parallel_optimizer.steps() == serial_optimizer.steps());
+  // Momentum forgotten on every rank, as serially: training on differs otherwise.
+  serial_optimizer.reset();
+  parallel_optimizer.reset();
+  CHECK(parallel_optimizer.steps() == 0);
+  testing::train(serial, serial_optimizer, data, 10, 2);
+  testing::train(parallel, parallel_optimizer, data, 10, 2);
+  CHECK(parallel_optimizer.steps() == 2);
+  const double difference = testing::relative_difference(serial, parallel.gathered());
+  INFO("relative weight difference to serial training: " << difference);
+  CHECK(difference <= 1e-5);
+}
+
+// Every forward first, then every backward in the order of the forwards: neither GPipe nor 1F1B, and
+// accepted by Pipeline<> because it provides what PipelineSchedule asks for.
+struct ForwardsThenBackwardsInOrder {
+  static constexpr const char* name = "forwards, then backwards in order";
+  static std::vector<Operation> order(int, int, pnn::index microbatches) {
+    std::vector<Operation> order;
+    for (pnn::index j = 0; j < microbatches; ++j) order.push_back({Pass::forward, j});
+    for (pnn::index j = 0; j < microbatches; ++j) order.push_back({Pass::backward, j});
+    return order;
+  }
+};
+static_assert(PipelineSchedule<ForwardsThenBackwardsInOrder>);
+}  // namespace
+
+TEST_CASE("distributed.optimizer_steps_and_reset_as_serial") {
+  SUBCASE("data parallel") { check_optimizer_bookkeeping<DataParallel<Local>>({.ranks = 3}); }
+  SUBCASE("pipeline") { check_optimizer_bookkeeping<Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB>>({.ranks = 3}); }
+}
+
+TEST_CASE("pipeline.schedules_are_policies") {
+  // The orders the built-in schedules produce: stage 0 of 3 with 4 micro-batches.
+  auto text = [](const std::vector<Operation>& order) {
+    std::string result;
+    for (const Operation& op : order) {
+      result += op.pass == Pass::forward ? 'F' : 'B';
+      result += std::to_string(op.microbatch) + " ";
+    }
+    return result;
+  };
+  CHECK(text(GPipe::order(0, 3, 4)) == "F0 F1 F2 F3 B3 B2 B1 B0 ");
+  CHECK(text(OneFOneB::order(0, 3, 4)) == "F0 F1 F2 B0 F3 B1 B2 B3 ");
+  CHECK(text(OneFOneB::order(2, 3, 4)) == "F0 B0 F1 B1 F2 B2 F3 B3 ");
+  // A schedule written outside the library is one struct.
+  check_equivalence<Mlp, Pipeline<Split<2, 4>, Microbatches<4>, ForwardsThenBackwardsInOrder>>({.ranks = 3});
+}
+
+TEST_CASE("distributed.ranks_are_handed_only_their_rows") {
+  // Data parallel: rank r of p gets rows [B r / p, B (r + 1) / p) of inputs and of targets.
+  using DataParallelMlp = DataParallel<Local>::rank<Mlp>;
+  const BatchRows middle = DataParallelMlp::rows(10, 1, 3);
+  CHECK(middle.inputs.begin == 3);
+  CHECK(middle.inputs.count == 3);
+  CHECK(middle.targets.begin == 3);
+  CHECK(middle.targets.count == 3);
+  CHECK(DataParallelMlp::rows(10, 2, 3).inputs.count == 4);
+  CHECK(DataParallelMlp::rows(2, 0, 4).inputs.count == 0);  // more ranks than rows: some get none
+  // Pipeline: the first stage reads the inputs, the last the targets, the one between neither.
+  using Stage = Pipeline<Split<2, 4>, Microbatches<4>, OneFOneB>::rank<Mlp>;
+  CHECK(Stage::rows(10, 0, 3).inputs.count == 10);
+  CHECK(Stage::rows(10, 0, 3).targets.count == 0);
+  CHECK(Stage::rows(10, 1, 3).inputs.count == 0);
+  CHECK(Stage::rows(10, 1, 3).targets.count == 0);
+  CHECK(Stage::rows(10, 2, 3).inputs.count == 0);
+  CHECK(Stage::rows(10, 2, 3).targets.count == 10);
+}
+
+TEST_CASE("distributed.parameter_count_without_a_model") {
+  CHECK(Distributed<Mlp, DataParallel<Local>>::parameter_count() == Mlp(1).parameter_count());
+  CHECK(Distributed<Mlp, ModelParallel<Split<2>>>::parameter_count() == 12 * 10 + 10 + 10 * 8 + 8 + 8 * 4 + 4);
 }

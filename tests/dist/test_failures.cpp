@@ -45,7 +45,7 @@ struct TripwireBatch {
 }  // namespace
 
 TEST_CASE("distributed.a_throwing_rank_stops_every_rank") {
-  Distributed<Net, DataParallel<Local>> model(1, {.workers = 2});
+  Distributed<Net, DataParallel<Local>> model(1, {.ranks = 2});
   Optimizer<SGD> optimizer;
   TripwireBatch batch;
   batch.inputs(3, 1) = std::nanf("");  // row 3 belongs to rank 1's half
@@ -60,7 +60,7 @@ TEST_CASE("distributed.a_throwing_rank_stops_every_rank") {
 
 TEST_CASE("distributed.a_throwing_pipeline_stage_stops_every_stage") {
   Distributed<Sequential<Input<4>, Dense<4>, Tripwire, Dense<3>>, Pipeline<Split<1>, Microbatches<2>, OneFOneB>> model(
-      1, {.workers = 2});
+      1, {.ranks = 2});
   Optimizer<SGD> optimizer;
   TripwireBatch batch;
   // Stage 1 starts with the Tripwire; a NaN input reaches it through Dense.
@@ -70,7 +70,7 @@ TEST_CASE("distributed.a_throwing_pipeline_stage_stops_every_stage") {
 }
 
 TEST_CASE("distributed.a_rank_that_never_arrives_is_named") {
-  Distributed<Net, DataParallel<Local>> model(1, {.workers = 2, .communicator = {.timeout = 300ms}});
+  Distributed<Net, DataParallel<Local>> model(1, {.ranks = 2, .communicator = {.timeout = 300ms}});
   Optimizer<SGD> optimizer;
   TripwireBatch batch;
   batch.inputs(2, 0) = -1000;  // the first row of rank 1's half: rank 1 stalls in forward
@@ -87,7 +87,7 @@ TEST_CASE("distributed.ranks_with_different_models_refuse_to_start") {
   auto run = [&](auto model_tag, int rank) {
     using Model = typename decltype(model_tag)::type;
     try {
-      DataParallelWorker<Model, Local> worker(ranks[static_cast<std::size_t>(rank)], 1, {});
+      DataParallelRank<Model, Local> worker(ranks[static_cast<std::size_t>(rank)], 1, {});
     } catch (const std::exception& e) {
       errors[rank] = e.what();
     }
@@ -101,6 +101,6 @@ TEST_CASE("distributed.ranks_with_different_models_refuse_to_start") {
 
 TEST_CASE("distributed.pipeline_needs_one_rank_per_stage") {
   using Wrong = Distributed<Net, Pipeline<Split<1>, Microbatches<2>, GPipe>>;
-  CHECK_THROWS_WITH_AS(Wrong(1, {.workers = 3}), doctest::Contains("2 stages needs 2 ranks, but the communicator has 3"),
+  CHECK_THROWS_WITH_AS(Wrong(1, {.ranks = 3}), doctest::Contains("2 stages needs 2 ranks, but the communicator has 3"),
                        RankFailure);
 }

@@ -52,7 +52,7 @@ TEST_CASE("local.all_reduce_mean_weights_by_count") {
     Tensor<float, 1> data(Extents<1>{1});
     data[0] = static_cast<float>(comm.rank() + 1);  // 1, 2, 3 with weights 10, 0, 30
     const double weight = comm.rank() == 1 ? 0 : (comm.rank() + 1) * 10;
-    comm.all_reduce_mean(data.view(), weight);
+    all_reduce_mean(comm, data.view(), weight);
     results[static_cast<std::size_t>(comm.rank())] = data[0];
   });
   for (float r : results) CHECK(r == doctest::Approx((1 * 10 + 3 * 30) / 40.0));

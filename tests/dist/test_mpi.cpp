@@ -28,7 +28,7 @@ TEST_CASE("mpi.collectives_and_messages") {
   CHECK(data[4] == doctest::Approx(10.0 * p * (p - 1) / 2 + 4.0 * p));
   Tensor<float, 1> mean(Extents<1>{1});
   mean[0] = static_cast<float>(r);
-  comm.all_reduce_mean(mean.view(), r + 1.0);  // sum r (r + 1) / sum (r + 1)
+  all_reduce_mean(comm, mean.view(), r + 1.0);  // sum r (r + 1) / sum (r + 1)
   double numerator = 0, denominator = 0;
   for (int k = 0; k < p; ++k) numerator += k * (k + 1.0), denominator += k + 1.0;
   CHECK(mean[0] == doctest::Approx(numerator / denominator));

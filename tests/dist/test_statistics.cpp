@@ -50,13 +50,13 @@ TEST_CASE("statistics.data_parallel") {
   const auto data = testing::synthetic_data(40, 12, 4);
   Optimizer<SGD> optimizer({.learning_rate = 0.1});
   // bucket_bytes = 1: one bucket per Dense layer, the first reduced while backward runs below it.
-  Distributed<Mlp, DataParallel<Local>> model(1, {.workers = 2, .bucket_bytes = 1});
+  Distributed<Mlp, DataParallel<Local>> model(1, {.ranks = 2, .bucket_bytes = 1});
   testing::train(model, optimizer, data, 10, 5);
   const auto statistics = model.statistics();
   REQUIRE(statistics.size() == 2);
   // The whole flat gradient buffer, each layer's part padded to a cache line, is reduced every step.
   const pnn::index gradient_bytes =
-      model.worker(0).replica().parameter_gradients().size() * static_cast<pnn::index>(sizeof(float));
+      model.strategy_rank(0).replica().parameter_gradients().size() * static_cast<pnn::index>(sizeof(float));
   CHECK(gradient_bytes >= Mlp(1).parameter_count() * static_cast<pnn::index>(sizeof(float)));
   for (const StrategyStatistics& s : statistics) {
     testing::check_data_parallel_statistics(s, 5, slack);
@@ -72,7 +72,7 @@ TEST_CASE("statistics.pipeline") {
   const auto data = testing::synthetic_data(40, 12, 4);
   Optimizer<SGD> optimizer({.learning_rate = 0.1});
   // Split<3>: stage 0 is Dense<10>, Tanh, Dense<8>, so 8 values per sample cross the cut each way.
-  Distributed<Mlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB>> model(1, {.workers = 2});
+  Distributed<Mlp, Pipeline<Split<3>, Microbatches<4>, OneFOneB>> model(1, {.ranks = 2});
   testing::train(model, optimizer, data, 10, 5);
   const auto statistics = model.statistics();
   REQUIRE(statistics.size() == 2);

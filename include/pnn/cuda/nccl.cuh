@@ -1,9 +1,10 @@
 // pnn/cuda/nccl.cuh: Nccl, the communicator between GPUs (NCCL), for pnn::cuda models.
 //
 //   auto ranks = pnn::Nccl::group(2);   // one process driving GPUs 0 and 1: one communicator per GPU
-//   pnn::Distributed<Net::on<pnn::cuda>, pnn::DataParallel<pnn::Nccl>> model(seed, {.workers = 2});
+//   pnn::Distributed<Net::on<pnn::cuda>, pnn::DataParallel<pnn::Nccl>> model(seed, {.ranks = 2});
 //
-// It satisfies pnn::Communicator with device = cuda. Processes launched by mpirun use NcclMpi
+// It satisfies pnn::InProcessCommunicator with device = cuda (all_reduce_mean is the free function of
+// dist/communicator.hpp, written once for every communicator). Processes launched by mpirun use NcclMpi
 // (pnn/cuda/nccl_mpi.cuh), which bootstraps the same communicator through MPI.
 //
 // Streams. Each rank has its device's pnn compute stream (runtime.cuh) and NCCL streams of its own. An
@@ -83,15 +84,6 @@ constexpr ncclDataType_t nccl_type() {
   else if constexpr (std::is_same_v<T, std::int64_t>) return ncclInt64;
   else if constexpr (std::is_same_v<T, std::uint64_t>) return ncclUint64;
   else static_assert(always_false<T>, "Nccl: no NCCL data type for this element type (float, double, int32, int64, uint64)");
-}
-
-template <class T>
-const char* nccl_type_name() {
-  if constexpr (std::is_same_v<T, float>) return "float";
-  else if constexpr (std::is_same_v<T, double>) return "double";
-  else if constexpr (std::is_same_v<T, std::int32_t>) return "int32";
-  else if constexpr (std::is_same_v<T, std::int64_t>) return "int64";
-  else return "uint64";
 }
 
 inline namespace PNN_CUDA_ABI_TAG {
@@ -233,18 +225,6 @@ class Nccl {
     return Request(start_reduce(data, "all_reduce"), state_->device);
   }
 
-  // The mean of the ranks' values weighted by `weight` (a sample count): sum(w_r x_r) / sum(w_r).
-  template <class T>
-  void all_reduce_mean(TensorView<T, 1, cuda> data, double weight) {
-    const double total = total_weight(weight);
-    {
-      // An expression runs on the current device's stream (executor.cuh): the rank's.
-      cuda_detail::DeviceGuard guard(state_->device);
-      data *= static_cast<T>(weight / total);
-    }
-    all_reduce(data);
-  }
-
   template <class T>
   void broadcast(TensorView<T, 1, cuda> data, int root) {
     check_peer(root, "broadcast");
@@ -273,12 +253,6 @@ class Nccl {
     });
   }
   template <class T>
-  void all_reduce_mean(TensorView<T, 1, cpu> data, double weight) {
-    const double total = total_weight(weight);
-    for (index i = 0; i < data.size(); ++i) data[i] *= static_cast<T>(weight / total);
-    all_reduce(data);
-  }
-  template <class T>
   void broadcast(TensorView<T, 1, cpu> data, int root) {
     check_peer(root, "broadcast");
     const std::string description = describe<T>("broadcast", data.size(), root);
@@ -303,7 +277,7 @@ class Nccl {
   void send(TensorView<const T, 1, cuda> data, int destination, int tag) {
     check_peer(destination, "send");
     PNN_CHECK(destination != rank(), ArgumentError, "send: rank ", rank(), " cannot send to itself over Nccl");
-    const std::string description = detail::concat("send of ", data.size(), " ", cuda_detail::nccl_type_name<T>(),
+    const std::string description = detail::concat("send of ", data.size(), " ", type_name<T>(),
                                                    "s to rank ", destination, " (tag ", tag, ")");
     Scope scope(*this, description);
     const int channel = destination > rank() ? upward : downward;
@@ -332,7 +306,7 @@ class Nccl {
   void receive(TensorView<T, 1, cuda> data, int source, int tag) {
     check_peer(source, "receive");
     PNN_CHECK(source != rank(), ArgumentError, "receive: rank ", rank(), " cannot receive from itself over Nccl");
-    const std::string description = detail::concat("receive of ", data.size(), " ", cuda_detail::nccl_type_name<T>(),
+    const std::string description = detail::concat("receive of ", data.size(), " ", type_name<T>(),
                                                    "s from rank ", source, " (tag ", tag, ")");
     Scope scope(*this, description);
     const int channel = source > rank() ? downward : upward;
@@ -349,7 +323,7 @@ class Nccl {
       wait_on_host(cuda_detail::record_event(stream), description);
       PNN_CHECK(header_host[0] == tag && header_host[1] == data.size(), CommunicationError,
                 fail_message(detail::concat("rank ", rank(), " expected ", data.size(), " ",
-                                            cuda_detail::nccl_type_name<T>(), "s with tag ", tag, " from rank ", source,
+                                            type_name<T>(), "s with tag ", tag, " from rank ", source,
                                             " but the next message holds ", header_host[1], " with tag ",
                                             header_host[0], " (Nccl delivers messages in the order they were sent)")));
       if (data.size() > 0)
@@ -519,7 +493,7 @@ class Nccl {
 
   template <class T>
   static std::string describe(const char* operation, index count, int root = -1) {
-    std::string text = detail::concat(operation, "(", count, " ", cuda_detail::nccl_type_name<T>(), "s");
+    std::string text = detail::concat(operation, "(", count, " ", type_name<T>(), "s");
     if (root >= 0) text += detail::concat(", root ", root);
     return text + ")";
   }
@@ -594,15 +568,6 @@ class Nccl {
                                    ncclGetLastError(nullptr), ")"));
   }
 
-  double total_weight(double weight) {
-    Tensor<double, 1> total(Extents<1>{1});
-    total[0] = weight;
-    all_reduce(total.view());
-    PNN_CHECK(total[0] > 0, ArgumentError, "all_reduce_mean: the weights of all ranks sum to ", total[0],
-              "; at least one rank needs a positive weight");
-    return total[0];
-  }
-
   // A message on its way: its header and a copy of its data, in device memory.
   template <class T>
   struct OutgoingMessage {
@@ -669,7 +634,7 @@ class Nccl {
   std::unique_ptr<State> state_;
 };
 
-static_assert(Communicator<Nccl>);
+static_assert(InProcessCommunicator<Nccl>);
 static_assert(Communicator<Nccl, double>);
 
 }  // namespace pnn

@@ -1,9 +1,11 @@
 // pnn/dist/data_parallel.hpp: one rank of data-parallel training (DataParallel<Comm>).
 //
 // Every rank holds a replica of the whole model. At start the ranks check that they built the same
-// architecture, take rank 0's weights, and check that the values agree. Each step a rank takes its share
-// of the global batch (rows [B r / p, B (r + 1) / p): shares differ by at most one sample, and a rank
-// may have none), computes the mean-loss gradient of its share, and the ranks sum their gradients.
+// architecture, take rank 0's weights, and check that the values agree. Each step a rank is handed its
+// share of the global batch, rows(B, r, p) = batch_share: rows [B r / p, B (r + 1) / p) of inputs and
+// targets (shares differ by at most one sample, and a rank may have none), computes the mean-loss
+// gradient of its share, and the ranks sum their gradients. Distributed slices (or, for a GPU rank,
+// copies) those rows only, so a rank's device never holds the rest of the batch.
 //
 // Weighting by sample count: the loss gradient of rank r is scaled by n_r / B before backward, so the
 // sum over ranks is exactly the gradient of the mean loss over the whole batch, for any split, uneven
@@ -14,23 +16,24 @@
 // gradients, the bucket's all-reduce starts asynchronously while backward continues below it.
 #pragma once
 
-#include <any>
 #include <vector>
 
 #include "pnn/dist/communicator.hpp"
 #include "pnn/dist/model_signature.hpp"
 #include "pnn/dist/strategy.hpp"
+#include "pnn/dist/strategy_rank.hpp"
 #include "pnn/optim/optimizer.hpp"
 
 namespace pnn {
 
 template <class Model, class Comm>
-class DataParallelWorker {
+class DataParallelRank : public RankBookkeeping<typename Model::value_type, typename Model::device> {
  public:
   using T = typename Model::value_type;
   using D = typename Model::device;
+  using communicator = Comm;
 
-  DataParallelWorker(Comm& comm, std::uint64_t seed, const DistributedOptions& options)
+  DataParallelRank(Comm& comm, std::uint64_t seed, const DistributedOptions& options)
       : comm_(comm), model_(seed), options_(options) {
     require_equal_across_ranks(comm_, architecture_hash(model_), "model architecture");
     comm_.broadcast(model_.parameter_values(), 0);
@@ -39,17 +42,21 @@ class DataParallelWorker {
     build_buckets();
   }
 
-  // One optimiser step on this rank's share of the global batch; returns the global mean loss.
+  // Rank r of p needs its share of the inputs and of the targets.
+  static BatchRows rows(index batch, int rank, int ranks) {
+    const RowRange share = batch_share(batch, rank, ranks);
+    return {share, share};
+  }
+
+  // One optimiser step; `x` and `y` are this rank's rows(batch, rank, ranks) of the global batch of
+  // `batch` rows. Returns the global mean loss.
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
-               const Rule& rule, const LossFunction& loss) {
-    const auto step_start = times_.begin();
-    const index batch = inputs.dim(0);
-    PNN_CHECK(batch > 0, ArgumentError, "train_step: empty batch");
-    const int p = comm_.size(), r = comm_.rank();
-    const index begin = batch * r / p, count = batch * (r + 1) / p - begin;
-    const auto x = inputs.rows(begin, count);
-    const auto y = targets.rows(begin, count);
+  T train_step(TensorView<const T, 2, D> x, typename LossFunction::template target_type<T, D> y, index batch,
+               const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
+    const auto step_start = this->begin_step(batch);
+    const index count = x.dim(0);
+    PNN_CHECK(count == batch_share(batch, comm_.rank(), comm_.size()).count, ArgumentError, "train_step: rank ",
+              comm_.rank(), " was handed ", count, " rows of a batch of ", batch, " instead of its share");
 
     model_.zero_grad();
     const auto output = model_.forward(x, trace_, true);
@@ -63,7 +70,7 @@ class DataParallelWorker {
     auto start_ready_buckets = [&](std::size_t finished_layer) {
       for (auto& request : requests_) request.ready();  // lets MPI progress the reductions in flight
       while (next_bucket < buckets_.size() && buckets_[next_bucket].lowest_layer == finished_layer) {
-        if (next_bucket == 0) first_reduction = times_.mark();
+        if (next_bucket == 0) first_reduction = this->times_.mark();
         const Bucket& bucket = buckets_[next_bucket++];
         requests_.push_back(comm_.all_reduce_async(model_.parameter_gradients().rows(bucket.begin, bucket.end - bucket.begin)));
         bytes_ += (bucket.end - bucket.begin) * static_cast<index>(sizeof(T));
@@ -75,25 +82,21 @@ class DataParallelWorker {
       model_.backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_);
       for (std::size_t layer = Model::layer_count; layer-- > 0;) start_ready_buckets(layer);
     }
-    const auto backward_end = times_.mark();
+    const auto backward_end = this->times_.mark();
     for (auto& request : requests_) request.wait();
-    const auto reduced = times_.mark();  // on a GPU: once the compute stream has waited for them
+    const auto reduced = this->times_.mark();  // on a GPU: once the compute stream has waited for them
 
     Tensor<double, 1> total_loss(Extents<1>{1});
     total_loss[0] = static_cast<double>(local_loss) * static_cast<double>(count) / static_cast<double>(batch);
     comm_.all_reduce(total_loss.view());
-    auto& update = optimizer<Rule>();
-    update.rule = rule;  // the caller's hyper-parameters, which may change between steps
-    update.step(model_.parameters());
+    this->optimizer(caller).step(model_.parameters());
 
     // Statistics: reductions were in flight from the first bucket's start until `reduced`; the part
     // after backward ended was exposed, the rest hidden behind backward.
-    times_.add(&StrategyStatistics::compute_seconds, step_start, backward_end);
-    times_.add(&StrategyStatistics::exposed_seconds, backward_end, reduced);
-    if (!buckets_.empty()) times_.add(&StrategyStatistics::communication_seconds, first_reduction, reduced);
-    times_.end(statistics_);
-    statistics_.steps += 1;
-    statistics_.bytes_communicated = bytes_;
+    this->times_.add(&StrategyStatistics::compute_seconds, step_start, backward_end);
+    this->times_.add(&StrategyStatistics::exposed_seconds, backward_end, reduced);
+    if (!buckets_.empty()) this->times_.add(&StrategyStatistics::communication_seconds, first_reduction, reduced);
+    this->end_step(bytes_);
     return static_cast<T>(total_loss[0]);
   }
 
@@ -107,11 +110,6 @@ class DataParallelWorker {
     require_equal_across_ranks(comm_, value_hash(model_), "loaded weights");
   }
 
-  // Waits for the device to pass the last step's marks (core/timeline.hpp).
-  const StrategyStatistics& statistics() {
-    times_.settle(statistics_);
-    return statistics_;
-  }
   Model& replica() { return model_; }
   index buckets() const { return static_cast<index>(buckets_.size()); }
 
@@ -140,13 +138,6 @@ class DataParallelWorker {
     if (open) buckets_.push_back(current);
   }
 
-  template <class Rule>
-  Optimizer<Rule, T, D>& optimizer() {
-    auto* existing = std::any_cast<Optimizer<Rule, T, D>>(&optimizer_);
-    if (!existing) existing = &optimizer_.emplace<Optimizer<Rule, T, D>>();
-    return *existing;
-  }
-
   Comm& comm_;
   Model model_;
   DistributedOptions options_;
@@ -154,9 +145,6 @@ class DataParallelWorker {
   Tensor<T, 2, D> output_gradient_;
   std::vector<Bucket> buckets_;
   std::vector<typename Comm::Request> requests_;
-  std::any optimizer_;
-  StrategyStatistics statistics_;
-  StepTimer<D> times_;
   index bytes_ = 0;
 };
 

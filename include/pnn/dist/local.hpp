@@ -1,7 +1,7 @@
 // pnn/dist/local.hpp: Local, the communicator between threads of one process (the embedded default).
 //
 //   auto ranks = pnn::Local::group(4);          // four communicators sharing one group
-//   std::jthread worker([&] { ranks[1].all_reduce(gradients); });
+//   std::jthread thread([&] { ranks[1].all_reduce(gradients); });
 //
 // Collectives meet at a rendezvous keyed by each rank's collective count, so the k-th collective of
 // every rank is the same operation: the group checks that (operation, element type, size, root) agree
@@ -69,7 +69,7 @@ class Group {
                   const std::function<void(const std::vector<void*>&)>& work) {
     std::unique_lock lock(mutex_);
     throw_if_failed();
-    Slot& slot = slots_[sequence];
+    Rendezvous& slot = slots_[sequence];
     if (slot.buffers.empty()) {
       slot.buffers.assign(static_cast<std::size_t>(size_), nullptr);
       slot.arrived.assign(static_cast<std::size_t>(size_), false);
@@ -129,7 +129,8 @@ class Group {
   }
 
  private:
-  struct Slot {
+  // Where the ranks meet for one collective.
+  struct Rendezvous {
     std::string description;
     int first_rank = 0;
     std::vector<void*> buffers;
@@ -167,12 +168,12 @@ class Group {
   std::condition_variable changed_;
   bool failed_ = false;
   std::string failure_;
-  std::map<std::uint64_t, Slot> slots_;
+  std::map<std::uint64_t, Rendezvous> slots_;
   std::map<std::tuple<int, int, int>, std::deque<std::vector<std::byte>>> messages_;
 };
 
 // Runs one rank's asynchronous operations, in the order they were started, on their own thread.
-class Worker {
+class AsyncThread {
  public:
   struct Task {
     std::function<void()> run;
@@ -182,7 +183,7 @@ class Worker {
     std::exception_ptr error;
   };
 
-  ~Worker() {
+  ~AsyncThread() {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
@@ -234,12 +235,6 @@ class Worker {
   std::thread thread_;
 };
 
-template <class T>
-const char* type_name() {
-  if constexpr (std::is_same_v<T, float>) return "float";
-  else if constexpr (std::is_same_v<T, double>) return "double";
-  else return typeid(T).name();
-}
 
 }  // namespace local_detail
 
@@ -251,7 +246,7 @@ class Local {
   class Request {
    public:
     Request() = default;
-    explicit Request(std::shared_ptr<local_detail::Worker::Task> task) : task_(std::move(task)) {}
+    explicit Request(std::shared_ptr<local_detail::AsyncThread::Task> task) : task_(std::move(task)) {}
     void wait() {
       if (!task_) return;
       std::unique_lock lock(task_->mutex);
@@ -270,7 +265,7 @@ class Local {
     }
 
    private:
-    std::shared_ptr<local_detail::Worker::Task> task_;
+    std::shared_ptr<local_detail::AsyncThread::Task> task_;
   };
 
   // `size` communicators, one per rank, sharing one group.
@@ -295,25 +290,13 @@ class Local {
     reduce(*group_, rank_, data, next_sequence());
   }
 
-  // The mean of the ranks' values weighted by `weight` (a sample count): sum(w_r x_r) / sum(w_r).
-  template <class T>
-  void all_reduce_mean(TensorView<T, 1, cpu> data, double weight) {
-    Tensor<double, 1> total_weight(Extents<1>{1});
-    total_weight[0] = weight;
-    all_reduce(total_weight.view());
-    PNN_CHECK(total_weight[0] > 0, ArgumentError, "all_reduce_mean: the weights of all ranks sum to ",
-              total_weight[0], "; at least one rank needs a positive weight");
-    data *= static_cast<T>(weight / total_weight[0]);
-    all_reduce(data);
-  }
-
   template <class T>
   Request all_reduce_async(TensorView<T, 1, cpu> data) {
-    // One rank has nothing to reduce and nobody to disagree with: no hand-over to the worker thread.
+    // One rank has nothing to reduce and nobody to disagree with: no hand-over to the asynchronous thread.
     if (size() == 1) return Request();
     const std::uint64_t sequence = next_sequence();
     // The task holds the group, not this communicator, so moving the communicator cannot dangle it.
-    auto task = worker_->submit([group = group_, rank = rank_, data, sequence] { reduce(*group, rank, data, sequence); });
+    auto task = async_->submit([group = group_, rank = rank_, data, sequence] { reduce(*group, rank, data, sequence); });
     pending_ = Request(task);
     return Request(std::move(task));
   }
@@ -349,7 +332,7 @@ class Local {
     check_peer(source, "receive");
     const std::vector<std::byte> message = group_->take(source, rank_, tag);
     PNN_CHECK(message.size() == sizeof(T) * static_cast<std::size_t>(data.size()), CommunicationError, "rank ", rank_,
-              " expected ", data.size(), " ", local_detail::type_name<T>(), "s from rank ", source, " (tag ", tag,
+              " expected ", data.size(), " ", type_name<T>(), "s from rank ", source, " (tag ", tag,
               ") but received ", message.size(), " bytes");
     if (!message.empty()) std::memcpy(data.data(), message.data(), message.size());
   }
@@ -361,7 +344,7 @@ class Local {
 
  private:
   Local(std::shared_ptr<local_detail::Group> group, int rank)
-      : group_(std::move(group)), rank_(rank), worker_(std::make_unique<local_detail::Worker>()) {}
+      : group_(std::move(group)), rank_(rank), async_(std::make_unique<local_detail::AsyncThread>()) {}
 
   std::uint64_t next_sequence() { return sequence_++; }
   void drain() { pending_.wait(); }
@@ -371,7 +354,7 @@ class Local {
   }
   template <class T>
   static std::string describe(const char* operation, index count, int root = -1) {
-    std::string text = detail::concat(operation, "(", count, " ", local_detail::type_name<T>(), "s");
+    std::string text = detail::concat(operation, "(", count, " ", type_name<T>(), "s");
     if (root >= 0) text += detail::concat(", root ", root);
     return text + ")";
   }
@@ -401,11 +384,11 @@ class Local {
   std::shared_ptr<local_detail::Group> group_;
   int rank_ = 0;
   std::uint64_t sequence_ = 0;
-  std::unique_ptr<local_detail::Worker> worker_;
+  std::unique_ptr<local_detail::AsyncThread> async_;
   Request pending_;
 };
 
-static_assert(Communicator<Local>);
+static_assert(InProcessCommunicator<Local>);
 static_assert(Communicator<Local, double>);
 
 }  // namespace pnn

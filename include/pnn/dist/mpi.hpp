@@ -43,14 +43,6 @@ MPI_Datatype datatype() {
   else static_assert(always_false<T>, "Mpi: no MPI datatype for this element type");
 }
 
-template <class T>
-const char* type_name() {
-  if constexpr (std::is_same_v<T, float>) return "float";
-  else if constexpr (std::is_same_v<T, double>) return "double";
-  else if constexpr (std::is_same_v<T, std::int32_t>) return "int32";
-  else return "uint64";
-}
-
 inline std::string error_text(int code) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
@@ -160,17 +152,6 @@ class Mpi {
   }
 
   template <class T>
-  void all_reduce_mean(TensorView<T, 1, cpu> data, double weight) {
-    Tensor<double, 1> total(Extents<1>{1});
-    total[0] = weight;
-    all_reduce(total.view());
-    PNN_CHECK(total[0] > 0, ArgumentError, "all_reduce_mean: the weights of all ranks sum to ", total[0],
-              "; at least one rank needs a positive weight");
-    data *= static_cast<T>(weight / total[0]);
-    all_reduce(data);
-  }
-
-  template <class T>
   Request all_reduce_async(TensorView<T, 1, cpu> data) {
     const std::string description = describe<T>("all_reduce", data.size());
     check_order(description);
@@ -205,7 +186,7 @@ class Mpi {
     check_peer(destination, "send");
     auto buffer = std::make_unique<std::vector<T>>(data.data(), data.data() + data.size());
     MPI_Request request;
-    const std::string description = detail::concat("send of ", data.size(), " ", mpi_detail::type_name<T>(),
+    const std::string description = detail::concat("send of ", data.size(), " ", type_name<T>(),
                                                     "s to rank ", destination, " (tag ", tag, ")");
     check(MPI_Isend(buffer->data(), count(data.size()), mpi_detail::datatype<T>(), destination, tag, communicator_,
                     &request),
@@ -218,7 +199,7 @@ class Mpi {
   template <class T>
   void receive(TensorView<T, 1, cpu> data, int source, int tag) {
     check_peer(source, "receive");
-    const std::string description = detail::concat("receive of ", data.size(), " ", mpi_detail::type_name<T>(),
+    const std::string description = detail::concat("receive of ", data.size(), " ", type_name<T>(),
                                                    "s from rank ", source, " (tag ", tag, ")");
     // Probe first so a message of the wrong size is reported, not truncated.
     const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
@@ -234,7 +215,7 @@ class Mpi {
     int elements = 0;
     MPI_Get_count(&status, mpi_detail::datatype<T>(), &elements);
     PNN_CHECK(elements == data.size(), CommunicationError, "rank ", rank_, " expected ", data.size(), " ",
-              mpi_detail::type_name<T>(), "s from rank ", source, " (tag ", tag, ") but the message holds ", elements);
+              type_name<T>(), "s from rank ", source, " (tag ", tag, ") but the message holds ", elements);
     MPI_Request request;
     check(MPI_Irecv(data.data(), count(data.size()), mpi_detail::datatype<T>(), source, tag, communicator_, &request),
           description);
@@ -256,6 +237,9 @@ class Mpi {
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::abort();
   }
+  // A failed rank ends the job: no rank of a running job has seen a failure.
+  bool aborted() const { return false; }
+  std::string failure() const { return {}; }
 
  private:
   struct PendingSend {
@@ -280,7 +264,7 @@ class Mpi {
   }
   template <class T>
   static std::string describe(const char* operation, index elements, int root = -1) {
-    std::string text = detail::concat(operation, "(", elements, " ", mpi_detail::type_name<T>(), "s");
+    std::string text = detail::concat(operation, "(", elements, " ", type_name<T>(), "s");
     if (root >= 0) text += detail::concat(", root ", root);
     return text + ")";
   }

@@ -8,15 +8,13 @@
 // stage updates its weights once per step. Each micro-batch's loss gradient is scaled by its share of
 // the batch, so the accumulated gradient is that of the whole batch's mean loss.
 //
-// Schedules: GPipe runs every forward, then every backward (m micro-batches of activations alive);
-// OneFOneB runs (stages - s - 1) forwards to fill the pipe, then alternates one forward and one backward,
-// so stage s keeps at most (stages - s) micro-batches of activations alive. ModelParallel is m = 1.
+// The order of a stage's passes comes from the schedule policy (dist/schedule.hpp: GPipe, OneFOneB).
+// ModelParallel is m = 1. Rows of the batch: stage 0 is handed the inputs and the last stage the
+// targets (rows()); no other stage receives either, so a GPU stage's device holds only what it reads.
 #pragma once
 
-#include <any>
 #include <array>
 #include <deque>
-#include <map>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -24,7 +22,9 @@
 #include <vector>
 
 #include "pnn/dist/communicator.hpp"
+#include "pnn/dist/schedule.hpp"
 #include "pnn/dist/strategy.hpp"
+#include "pnn/dist/strategy_rank.hpp"
 #include "pnn/model/sequential.hpp"
 #include "pnn/optim/optimizer.hpp"
 
@@ -73,34 +73,9 @@ constexpr auto fallback_boundaries() {
   return b;
 }
 
-enum class Pass { forward, backward };
-struct Operation {
-  Pass pass;
-  index microbatch;
-};
-
-// The order in which stage `stage` of `stages` runs the passes of m micro-batches.
-template <class Schedule>
-std::vector<Operation> schedule(int stage, int stages, index m) {
-  std::vector<Operation> order;
-  if constexpr (std::is_same_v<Schedule, GPipe>) {
-    for (index j = 0; j < m; ++j) order.push_back({Pass::forward, j});
-    for (index j = m; j-- > 0;) order.push_back({Pass::backward, j});
-  } else {
-    const index warmup = std::min<index>(stages - stage - 1, m);
-    for (index j = 0; j < warmup; ++j) order.push_back({Pass::forward, j});
-    for (index j = 0; j < m - warmup; ++j) {
-      order.push_back({Pass::forward, warmup + j});
-      order.push_back({Pass::backward, j});
-    }
-    for (index j = m - warmup; j < m; ++j) order.push_back({Pass::backward, j});
-  }
-  return order;
-}
-
 // Runs one stage. Written once for every stage type.
 template <class Stage, class Whole, class Comm, class Strategy>
-class StageRunner {
+class StageRunner : public RankBookkeeping<typename Stage::value_type, typename Stage::device> {
  public:
   using T = typename Stage::value_type;
   using D = typename Stage::device;
@@ -112,27 +87,29 @@ class StageRunner {
   StageRunner(Comm& comm, std::uint64_t seed, std::size_t first_layer)
       : comm_(comm), stage_(seed, first_layer), index_(comm.rank()), stages_(comm.size()) {}
 
+  // `inputs` (stage 0) and `targets` (the last stage) are all rows of the global batch of `batch` rows;
+  // other stages are handed empty views.
   template <class Rule, class LossFunction>
   T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
-               const Rule& rule, const LossFunction& loss) {
-    times_.begin();
-    const index batch = inputs.dim(0);
-    PNN_CHECK(batch > 0, ArgumentError, "train_step: empty batch");
+               index batch, const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
+    this->begin_step(batch);
     const index m = Strategy::microbatches;
     stage_.zero_grad();
     double loss_sum = 0;
-    std::vector<Slot*> slot_of(static_cast<std::size_t>(m), nullptr);
-    for (const Operation& op : schedule<typename Strategy::schedule>(index_, stages_, m)) {
-      const index begin = batch * op.microbatch / m, count = batch * (op.microbatch + 1) / m - begin;
+    std::vector<MicrobatchSlot*> slot_of(static_cast<std::size_t>(m), nullptr);
+    for (const Operation& op : Strategy::schedule::order(index_, stages_, m)) {
+      const auto [begin, count] = batch_share(batch, op.microbatch, m);
       const double share = static_cast<double>(count) / static_cast<double>(batch);
       if (op.pass == Pass::forward) {
-        Slot& slot = acquire();
+        MicrobatchSlot& slot = acquire();
         slot_of[static_cast<std::size_t>(op.microbatch)] = &slot;
-        TensorView<const T, 2, D> x = inputs.rows(begin, count);
+        TensorView<const T, 2, D> x;
         if (index_ > 0) {
           slot.input.resize({count, in_features});
           receive(slot.input.flat(), index_ - 1, 2 * op.microbatch);
           x.rebind(slot.input.view());
+        } else {
+          x.rebind(inputs.rows(begin, count));
         }
         const auto compute_start = times_.mark();
         const auto output = stage_.forward(x, slot.trace, true);
@@ -145,7 +122,7 @@ class StageRunner {
         times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         if (!last()) send(output.flat(), index_ + 1, 2 * op.microbatch);
       } else {
-        Slot& slot = *slot_of[static_cast<std::size_t>(op.microbatch)];
+        MicrobatchSlot& slot = *slot_of[static_cast<std::size_t>(op.microbatch)];
         if (!last()) {
           slot.output_gradient.resize({count, out_features});
           receive(slot.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
@@ -166,15 +143,12 @@ class StageRunner {
     Tensor<double, 1> total(Extents<1>{1});
     total[0] = loss_sum;
     comm_.broadcast(total.view(), stages_ - 1);
-    auto& update = optimizer<Rule>();
-    update.rule = rule;
+    auto& update = this->optimizer(caller);
     const auto update_start = times_.mark();
     update.step(stage_.parameters());
     times_.add(&StrategyStatistics::compute_seconds, update_start, times_.mark());
 
-    times_.end(statistics_);
-    statistics_.steps += 1;
-    statistics_.bytes_communicated = bytes_;
+    this->end_step(bytes_);
     return static_cast<T>(total[0]);
   }
 
@@ -215,16 +189,11 @@ class StageRunner {
       copy(TensorView<const T, 1, D>(find(whole, mine.name()).value), mine.value);
   }
 
-  // Waits for the device to pass the last step's marks (core/timeline.hpp).
-  const StrategyStatistics& statistics() {
-    times_.settle(statistics_);
-    return statistics_;
-  }
   index max_live_microbatches() const { return max_live_; }
-  Stage& stage() { return stage_; }
 
  private:
-  struct Slot {
+  // One micro-batch in flight on this stage.
+  struct MicrobatchSlot {
     Tensor<T, 2, D> input;             // the activations received from the stage before
     typename Stage::Trace trace;
     Tensor<T, 2, D> output_gradient;   // from the loss or the stage after
@@ -233,9 +202,9 @@ class StageRunner {
 
   bool last() const { return index_ == stages_ - 1; }
 
-  Slot& acquire() {
+  MicrobatchSlot& acquire() {
     index live = 1;
-    Slot* free_slot = nullptr;
+    MicrobatchSlot* free_slot = nullptr;
     for (auto& slot : slots_) {
       if (slot.busy) ++live;
       else if (!free_slot) free_slot = &slot;
@@ -245,7 +214,7 @@ class StageRunner {
     max_live_ = std::max(max_live_, live);
     return *free_slot;
   }
-  void release(Slot& slot) { slot.busy = false; }
+  void release(MicrobatchSlot& slot) { slot.busy = false; }
 
   // A training step's messages, counted in its statistics (predictions are not): the wait to receive is
   // communication time (on a GPU, the compute stream idle until the data has arrived).
@@ -266,28 +235,19 @@ class StageRunner {
     throw Error(detail::concat("pipeline: the whole model has no parameter named ", name));
   }
 
-  template <class Rule>
-  Optimizer<Rule, T, D>& optimizer() {
-    auto* existing = std::any_cast<Optimizer<Rule, T, D>>(&optimizer_);
-    if (!existing) existing = &optimizer_.emplace<Optimizer<Rule, T, D>>();
-    return *existing;
-  }
-
   Comm& comm_;
   Stage stage_;
   int index_, stages_;
-  std::deque<Slot> slots_;
+  std::deque<MicrobatchSlot> slots_;
   Tensor<T, 2, D> input_gradient_, prediction_input_, prediction_;
-  std::any optimizer_;
-  StrategyStatistics statistics_;
-  StepTimer<D> times_;
+  using RankBookkeeping<T, D>::times_;
   index bytes_ = 0, max_live_ = 0;
 };
 
 }  // namespace pipeline_detail
 
 template <class Model, class Strategy>
-class PipelineWorker {
+class PipelineRank {
   using parts = pipeline_detail::model_parts<Model>;
   using SplitPoints = typename Strategy::split;
   // An invalid split reports its error through check_split; the stages then fall back to one layer each
@@ -311,14 +271,24 @@ class PipelineWorker {
  public:
   using T = typename Model::value_type;
   using D = typename Model::device;
+  using communicator = Comm;
 
-  PipelineWorker(Comm& comm, std::uint64_t seed, const DistributedOptions&)
+  PipelineRank(Comm& comm, std::uint64_t seed, const DistributedOptions&)
       : runner_(make_runner(comm, seed, std::make_index_sequence<stage_count>{})) {}
+
+  // Stage 0 reads every input row, the last stage every target row; the stages between read neither.
+  static BatchRows rows(index batch, int rank, int ranks) {
+    BatchRows rows;
+    if (rank == 0) rows.inputs = {0, batch};
+    if (rank == ranks - 1) rows.targets = {0, batch};
+    return rows;
+  }
 
   template <class Rule, class LossFunction>
   T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
-               const Rule& rule, const LossFunction& loss) {
-    return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, rule, loss); }, runner_);
+               index batch, const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
+    return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, batch, optimizer, loss); },
+                      runner_);
   }
   TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
     return std::visit([&](auto& runner) { return runner.predict(inputs); }, runner_);
@@ -336,7 +306,6 @@ class PipelineWorker {
     return std::visit([](const auto& runner) { return runner.max_live_microbatches(); }, runner_);
   }
   static constexpr std::size_t stages() { return stage_count; }
-  static constexpr std::array<std::size_t, stage_count + 1> stage_boundaries() { return bounds; }
 
  private:
   template <std::size_t... S>

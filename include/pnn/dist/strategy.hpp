@@ -1,5 +1,9 @@
 // pnn/dist/strategy.hpp: the parallel strategies as compile-time policies, and their options.
 //
+// A strategy is a tag type naming its communicator and, through `template <class Model> using rank`, the
+// type of its ranks (dist/strategy_rank.hpp says what a rank provides): a new strategy adds a tag and a
+// rank type without touching Distributed. Pipeline schedules are policies of their own (dist/schedule.hpp).
+//
 //   Distributed<Model, DataParallel<Local>>                               replicas, gradient all-reduce
 //   Distributed<Model, ModelParallel<Split<4, 7>>>                         layers cut into stages
 //   Distributed<Model, Pipeline<Split<4>, Microbatches<8>, OneFOneB>>      stages fed micro-batches
@@ -18,6 +22,7 @@
 #include "pnn/core/timeline.hpp"
 #include "pnn/dist/communicator.hpp"
 #include "pnn/dist/local.hpp"
+#include "pnn/dist/schedule.hpp"
 
 namespace pnn {
 
@@ -33,27 +38,31 @@ struct Microbatches {
   static constexpr index count = Count;
 };
 
-// Pipeline schedules.
-struct GPipe {     // fill-drain: every micro-batch forward, then every one backward
-  static constexpr const char* name = "GPipe";
-};
-struct OneFOneB {  // one forward, one backward: at most (stages - stage) micro-batches alive per stage
-  static constexpr const char* name = "1F1B";
-};
+// The rank types of the strategies below (data_parallel.hpp, pipeline.hpp).
+template <class Model, class Comm>
+class DataParallelRank;
+template <class Model, class Strategy>
+class PipelineRank;
 
 template <class Comm = Local>
 struct DataParallel {
   static_assert(Communicator<Comm>, "DataParallel<Comm>: Comm must satisfy pnn::Communicator (dist/communicator.hpp)");
   using communicator = Comm;
+  template <class Model>
+  using rank = DataParallelRank<Model, Comm>;
   static constexpr const char* name = "data parallel";
 };
 
 template <class SplitPoints, class Count, class Schedule, class Comm = Local>
 struct Pipeline {
   static_assert(Communicator<Comm>, "Pipeline<...>: Comm must satisfy pnn::Communicator (dist/communicator.hpp)");
-  static_assert(std::is_same_v<Schedule, GPipe> || std::is_same_v<Schedule, OneFOneB>,
-                "Pipeline<Split<...>, Microbatches<m>, Schedule>: Schedule must be pnn::GPipe or pnn::OneFOneB");
+  static_assert(PipelineSchedule<Schedule>,
+                "Pipeline<Split<...>, Microbatches<m>, Schedule>: Schedule must satisfy pnn::PipelineSchedule: a "
+                "`name` and static std::vector<Operation> order(int stage, int stages, index microbatches), as "
+                "pnn::GPipe and pnn::OneFOneB in dist/schedule.hpp");
   using communicator = Comm;
+  template <class Model>
+  using rank = PipelineRank<Model, Pipeline>;
   using split = SplitPoints;
   using schedule = Schedule;
   static constexpr index microbatches = Count::count;
@@ -65,7 +74,7 @@ template <class SplitPoints, class Comm = Local>
 using ModelParallel = Pipeline<SplitPoints, Microbatches<1>, GPipe, Comm>;
 
 struct DistributedOptions {
-  int workers = 2;                     // ranks of an in-process (Local) group; Mpi takes mpirun's count
+  int ranks = 2;                       // ranks of an in-process group (Local, Nccl); Mpi takes mpirun's count
   CommunicatorOptions communicator{};  // timeout, collective-order checking
   index bucket_bytes = 256 * 1024;     // data parallel: gradient bucket size
   bool overlap = true;                 // data parallel: reduce buckets while backward runs

@@ -62,6 +62,9 @@ class Optimizer {
   }
 
   index steps() const { return steps_; }
+  // Counts a step taken on this optimiser's behalf by copies of it that hold the state (a Distributed
+  // model's ranks, dist/distributed.hpp), so that steps() reads as for a serial model.
+  void count_step() { ++steps_; }
   // How often reset() was called: whoever holds the state's addresses (a captured CUDA graph) can tell
   // that they are gone, even after new steps have been taken.
   index resets() const { return resets_; }
