@@ -136,7 +136,7 @@ class CudaGraphStep {
     const cuda_detail::DeviceGuard guard(device_);  // the buffers live on the model's device
     inputs_ = Tensor<T, 2, cuda>(Extents<2>{batch, input_features});
     targets_ = target_tensor(target_extents(batch));
-    output_gradient_ = Tensor<T, 2, cuda>(Extents<2>{batch, output_features});
+    trace_.output_gradient = Tensor<T, 2, cuda>(Extents<2>{batch, output_features});
     scratch_ = CudaLossScratch<T>(batch);
     PNN_CUDA_CHECK(cudaMemsetAsync(scratch_.first_invalid_row.data(), cuda_detail::no_invalid_row_byte, sizeof(int),
                                    cuda_stream(device_)));
@@ -252,8 +252,8 @@ class CudaGraphStep {
     auto& stack = model_.layers();
     stack.forward(TensorView<const T, 2, cuda>(inputs_.view()), trace_, context);
     CudaDeviceLoss<LossFunction>::enqueue(loss_, trace_.output(), target_view(targets_.view()),
-                                          output_gradient_.view(), scratch_);
-    stack.backward(TensorView<const T, 2, cuda>(output_gradient_.view()), TensorView<T, 2, cuda>{}, trace_, context);
+                                          trace_.output_gradient.view(), scratch_);
+    stack.backward(TensorView<const T, 2, cuda>(trace_.output_gradient.view()), TensorView<T, 2, cuda>{}, trace_, context);
     optimizer_.step(model_.parameters());
   }
 
@@ -336,7 +336,6 @@ class CudaGraphStep {
   int device_;
   Tensor<T, 2, cuda> inputs_;
   target_tensor targets_;
-  Tensor<T, 2, cuda> output_gradient_;
   CudaLossScratch<T> scratch_;
   typename Model::Trace trace_;
   cudaGraphExec_t executable_ = nullptr;

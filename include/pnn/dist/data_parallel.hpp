@@ -60,9 +60,9 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
 
     model_.zero_grad();
     const auto output = model_.forward(x, trace_, true);
-    output_gradient_.resize(output.shape());
-    const T local_loss = count > 0 ? loss(output, y, output_gradient_.view()) : T(0);
-    output_gradient_ *= static_cast<T>(static_cast<double>(count) / static_cast<double>(batch));
+    trace_.output_gradient.resize(output.shape());
+    const T local_loss = count > 0 ? loss(output, y, trace_.output_gradient.view()) : T(0);
+    trace_.output_gradient *= static_cast<T>(static_cast<double>(count) / static_cast<double>(batch));
 
     requests_.clear();
     std::size_t next_bucket = 0;
@@ -77,9 +77,9 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
       }
     };
     if (options_.overlap) {
-      model_.backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_, start_ready_buckets);
+      model_.backward(trace_.output_gradient.view(), TensorView<T, 2, D>{}, trace_, start_ready_buckets);
     } else {
-      model_.backward(output_gradient_.view(), TensorView<T, 2, D>{}, trace_);
+      model_.backward(trace_.output_gradient.view(), TensorView<T, 2, D>{}, trace_);
       for (std::size_t layer = Model::layer_count; layer-- > 0;) start_ready_buckets(layer);
     }
     const auto backward_end = this->times_.mark();
@@ -142,7 +142,6 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
   Model model_;
   DistributedOptions options_;
   typename Model::Trace trace_;
-  Tensor<T, 2, D> output_gradient_;
   std::vector<Bucket> buckets_;
   std::vector<typename Comm::Request> requests_;
   index bytes_ = 0;

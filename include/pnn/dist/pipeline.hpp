@@ -114,27 +114,27 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
         const auto compute_start = times_.mark();
         const auto output = stage_.forward(x, slot.trace, true);
         if (last()) {
-          slot.output_gradient.resize(output.shape());
+          slot.trace.output_gradient.resize(output.shape());
           if (count > 0) loss_sum += share * static_cast<double>(loss(output, targets.rows(begin, count),
-                                                                      slot.output_gradient.view()));
-          slot.output_gradient *= static_cast<T>(share);
+                                                                      slot.trace.output_gradient.view()));
+          slot.trace.output_gradient *= static_cast<T>(share);
         }
         times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         if (!last()) send(output.flat(), index_ + 1, 2 * op.microbatch);
       } else {
         MicrobatchSlot& slot = *slot_of[static_cast<std::size_t>(op.microbatch)];
         if (!last()) {
-          slot.output_gradient.resize({count, out_features});
-          receive(slot.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
+          slot.trace.output_gradient.resize({count, out_features});
+          receive(slot.trace.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
         }
         const auto compute_start = times_.mark();
         if (index_ > 0) {
           input_gradient_.resize({count, in_features});
-          stage_.backward(slot.output_gradient.view(), input_gradient_.view(), slot.trace);
+          stage_.backward(slot.trace.output_gradient.view(), input_gradient_.view(), slot.trace);
           times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
           send(TensorView<const T, 1, D>(input_gradient_.flat()), index_ - 1, 2 * op.microbatch + 1);
         } else {
-          stage_.backward(slot.output_gradient.view(), TensorView<T, 2, D>{}, slot.trace);
+          stage_.backward(slot.trace.output_gradient.view(), TensorView<T, 2, D>{}, slot.trace);
           times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         }
         release(slot);
@@ -196,7 +196,6 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   struct MicrobatchSlot {
     Tensor<T, 2, D> input;             // the activations received from the stage before
     typename Stage::Trace trace;
-    Tensor<T, 2, D> output_gradient;   // from the loss or the stage after
     bool busy = false;
   };
 
