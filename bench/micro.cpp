@@ -148,9 +148,9 @@ constexpr float scale = 1.5f, shift = -0.25f, gain = 0.5f;
 // useful bandwidth; "moved/s" counts what each variant actually streams through memory.
 void set_elementwise_rates(benchmark::State& state, double bytes_moved_per_element) {
   state.SetBytesProcessed(state.iterations() * elementwise_size * 2 * static_cast<std::int64_t>(sizeof(float)));
-  state.counters["moved/s"] = benchmark::Counter(bytes_moved_per_element * elementwise_size,
-                                                 benchmark::Counter::kIsIterationInvariantRate,
-                                                 benchmark::Counter::kIs1024);
+  state.counters["moved/s"] =
+      benchmark::Counter(bytes_moved_per_element * elementwise_size, benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::kIs1024);
 }
 
 void BM_ElementwiseFused(benchmark::State& state) {
@@ -237,9 +237,8 @@ void BM_GemmPnn(benchmark::State& state, GemmShape shape) {
     benchmark::DoNotOptimize(operands.c.data());
     benchmark::ClobberMemory();
   }
-  state.counters["FLOP/s"] = benchmark::Counter(2.0 * shape.m * shape.n * shape.k,
-                                                benchmark::Counter::kIsIterationInvariantRate,
-                                                benchmark::Counter::kIs1000);
+  state.counters["FLOP/s"] = benchmark::Counter(
+      2.0 * shape.m * shape.n * shape.k, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 void BM_GemmEigen(benchmark::State& state, GemmShape shape) {
@@ -256,16 +255,16 @@ void BM_GemmEigen(benchmark::State& state, GemmShape shape) {
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  state.counters["FLOP/s"] = benchmark::Counter(2.0 * shape.m * shape.n * shape.k,
-                                                benchmark::Counter::kIsIterationInvariantRate,
-                                                benchmark::Counter::kIs1000);
+  state.counters["FLOP/s"] = benchmark::Counter(
+      2.0 * shape.m * shape.n * shape.k, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 void register_gemm_benchmarks() {
   for (const GemmShape& shape : gemm_shapes()) {
     const std::string size = std::to_string(shape.m) + "x" + std::to_string(shape.n) + "x" + std::to_string(shape.k);
     benchmark::RegisterBenchmark(("BM_Gemm/pnn/" + std::string(shape.name) + "/" + size).c_str(), BM_GemmPnn, shape);
-    benchmark::RegisterBenchmark(("BM_Gemm/eigen/" + std::string(shape.name) + "/" + size).c_str(), BM_GemmEigen, shape);
+    benchmark::RegisterBenchmark(("BM_Gemm/eigen/" + std::string(shape.name) + "/" + size).c_str(), BM_GemmEigen,
+                                 shape);
   }
 }
 

@@ -25,8 +25,8 @@ const char* usage =
 long long number(const std::string& flag, const char* text, long long minimum) {
   char* end = nullptr;
   const long long value = std::strtoll(text, &end, 10);
-  PNN_CHECK(end != text && *end == '\0' && value >= minimum, pnn::ArgumentError, flag, " needs an integer >= ",
-            minimum, ", got '", text, "'");
+  PNN_CHECK(end != text && *end == '\0' && value >= minimum, pnn::ArgumentError, flag, " needs an integer >= ", minimum,
+            ", got '", text, "'");
   return value;
 }
 
@@ -66,8 +66,8 @@ int main(int argc, char** argv) {
     PNN_CHECK(options.strategy != "serial" || options.workers == 1, pnn::ArgumentError,
               "the serial strategy runs one worker; give it --threads instead of --workers");
 
-    const pnn::TrainTestData data =
-        pnn::load_mnist_format(data_directory.empty() ? pnn::default_data_directory() : std::filesystem::path(data_directory));
+    const pnn::TrainTestData data = pnn::load_mnist_format(
+        data_directory.empty() ? pnn::default_data_directory() : std::filesystem::path(data_directory));
     std::string result;
     if (options.model == "mlp") result = bench::run_mlp(options, data.train);
     else if (options.model == "cnn") result = bench::run_cnn(options, data.train);

@@ -63,9 +63,7 @@ inline constexpr bool is_distributed = requires { typename Model::strategy_type;
 // A minimal JSON object writer: keys in insertion order, numbers with full precision.
 class JsonObject {
  public:
-  JsonObject& add(const std::string& key, const std::string& value) {
-    return raw(key, "\"" + value + "\"");
-  }
+  JsonObject& add(const std::string& key, const std::string& value) { return raw(key, "\"" + value + "\""); }
   JsonObject& add(const std::string& key, const char* value) { return add(key, std::string(value)); }
   JsonObject& add(const std::string& key, double value) {
     std::ostringstream text;
@@ -107,12 +105,11 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
     if constexpr (is_distributed<Model>)
       return Model(options.seed,
                    {.ranks = options.workers, .bucket_bytes = options.bucket_bytes, .overlap = options.overlap});
-    else
-      return Model(options.seed);
+    else return Model(options.seed);
   }();
   pnn::Optimizer<pnn::SGD> optimizer({.learning_rate = 0.05, .momentum = 0.9});
-  pnn::FitOptions fit_options{.epochs = 1, .max_steps = options.warmup, .batch_size = options.batch,
-                              .seed = options.seed, .progress = nullptr};
+  pnn::FitOptions fit_options{
+      .epochs = 1, .max_steps = options.warmup, .batch_size = options.batch, .seed = options.seed, .progress = nullptr};
   std::vector<pnn::StrategyStatistics> before;
   if (options.warmup > 0) pnn::fit(model, optimizer, train, nullptr, fit_options);
   if constexpr (is_distributed<Model>) before = model.statistics();
@@ -124,21 +121,29 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
   const double seconds_per_step = timed.seconds / static_cast<double>(timed.steps);
 
   JsonObject result;
-  result.add("model", options.model).add("strategy", options.strategy).add("workers", options.workers)
-      .add("threads", options.threads).add("batch", options.batch).add("steps", timed.steps)
-      .add("seconds", timed.seconds).add("seconds_per_step", seconds_per_step)
+  result.add("model", options.model)
+      .add("strategy", options.strategy)
+      .add("workers", options.workers)
+      .add("threads", options.threads)
+      .add("batch", options.batch)
+      .add("steps", timed.steps)
+      .add("seconds", timed.seconds)
+      .add("seconds_per_step", seconds_per_step)
       .add("steps_per_epoch", steps_per_epoch)
       .add("seconds_per_epoch", seconds_per_step * static_cast<double>(steps_per_epoch))
-      .add("train_loss", timed.train_loss).add("parameters", model.parameter_count());
+      .add("train_loss", timed.train_loss)
+      .add("parameters", model.parameter_count());
   if (!split.empty()) result.raw("split", split);
   if constexpr (is_distributed<Model>) {
     using Strategy = typename Model::strategy_type;
     if constexpr (requires { Strategy::microbatches; }) {
       const double stages = static_cast<double>(model.ranks()), m = static_cast<double>(Strategy::microbatches);
-      result.add("microbatches", Strategy::microbatches).add("schedule", Strategy::schedule::name)
+      result.add("microbatches", Strategy::microbatches)
+          .add("schedule", Strategy::schedule::name)
           .add("bubble_theory", (stages - 1) / (m + stages - 1));
     } else {
-      result.add("overlap", options.overlap).add("bucket_bytes", options.bucket_bytes)
+      result.add("overlap", options.overlap)
+          .add("bucket_bytes", options.bucket_bytes)
           .add("buckets", model.strategy_rank(0).buckets());
     }
     const std::vector<pnn::StrategyStatistics> after = model.statistics();
@@ -146,10 +151,15 @@ std::string run(const RunOptions& options, const pnn::Dataset& train, const std:
     for (std::size_t r = 0; r < after.size(); ++r) {
       const pnn::StrategyStatistics s = difference(after[r], before[r]);
       JsonObject rank;
-      rank.add("rank", static_cast<int>(r)).add("steps", s.steps).add("step_seconds", s.step_seconds)
-          .add("compute_seconds", s.compute_seconds).add("communication_seconds", s.communication_seconds)
-          .add("exposed_seconds", s.exposed_seconds).add("bytes_communicated", s.bytes_communicated)
-          .add("hidden_fraction", s.hidden_fraction()).add("bubble_fraction", s.bubble_fraction());
+      rank.add("rank", static_cast<int>(r))
+          .add("steps", s.steps)
+          .add("step_seconds", s.step_seconds)
+          .add("compute_seconds", s.compute_seconds)
+          .add("communication_seconds", s.communication_seconds)
+          .add("exposed_seconds", s.exposed_seconds)
+          .add("bytes_communicated", s.bytes_communicated)
+          .add("hidden_fraction", s.hidden_fraction())
+          .add("bubble_fraction", s.bubble_fraction());
       if constexpr (requires { model.strategy_rank(0).max_live_microbatches(); })
         rank.add("max_live_microbatches", model.strategy_rank(static_cast<int>(r)).max_live_microbatches());
       ranks += (ranks.empty() ? "" : ", ") + rank.str();

@@ -29,17 +29,23 @@ std::string run_balanced(const RunOptions& options, const pnn::Dataset& train) {
     return run<pnn::Distributed<Balanced, pnn::ModelParallel<BalancedStages>>>(options, train, split);
   if (options.strategy == "pipeline") {
     switch (options.microbatches) {
-      case 1: return run<BalancedPipeline<1>>(options, train, split);
-      case 2: return run<BalancedPipeline<2>>(options, train, split);
-      case 4: return run<BalancedPipeline<4>>(options, train, split);
-      case 8: return run<BalancedPipeline<8>>(options, train, split);
-      case 16: return run<BalancedPipeline<16>>(options, train, split);
+      case 1:
+        return run<BalancedPipeline<1>>(options, train, split);
+      case 2:
+        return run<BalancedPipeline<2>>(options, train, split);
+      case 4:
+        return run<BalancedPipeline<4>>(options, train, split);
+      case 8:
+        return run<BalancedPipeline<8>>(options, train, split);
+      case 16:
+        return run<BalancedPipeline<16>>(options, train, split);
       default:
         throw pnn::ArgumentError("the balanced pipeline is built for 1, 2, 4, 8 or 16 micro-batches, got " +
                                  std::to_string(options.microbatches));
     }
   }
-  throw pnn::ArgumentError("--strategy must be serial, data_parallel, model_parallel or pipeline, got " + options.strategy);
+  throw pnn::ArgumentError("--strategy must be serial, data_parallel, model_parallel or pipeline, got " +
+                           options.strategy);
 }
 
 }  // namespace bench

@@ -130,20 +130,30 @@ inline const CLI::Validator non_negative(
 
 inline void add_flags(CLI::App& app, Flags& flags) {
   app.add_option("--epochs", flags.epochs, "Passes over the training set")->check(positive)->capture_default_str();
-  app.add_option("--steps", flags.steps, "Stop after this many optimiser steps (0: no limit)")->check(non_negative)->capture_default_str();
+  app.add_option("--steps", flags.steps, "Stop after this many optimiser steps (0: no limit)")
+      ->check(non_negative)
+      ->capture_default_str();
   app.add_option("--batch", flags.batch, "Samples per optimiser step")->check(positive)->capture_default_str();
   app.add_option("--lr", flags.learning_rate, "Learning rate")->check(positive)->capture_default_str();
-  app.add_option("--momentum", flags.momentum, "Momentum (sgd, nesterov, lars)")->check(CLI::Range(0.0, 0.999999))->capture_default_str();
+  app.add_option("--momentum", flags.momentum, "Momentum (sgd, nesterov, lars)")
+      ->check(CLI::Range(0.0, 0.999999))
+      ->capture_default_str();
   app.add_option("--weight-decay", flags.weight_decay, "Weight decay")->check(non_negative)->capture_default_str();
   app.add_option("--optimizer", flags.optimizer, "sgd, nesterov, adam or lars")
-      ->check(CLI::IsMember({"sgd", "nesterov", "adam", "lars"}))->capture_default_str();
-  app.add_option("--threads", flags.threads, "Threads for matrix products (per worker)")->check(positive)->capture_default_str();
+      ->check(CLI::IsMember({"sgd", "nesterov", "adam", "lars"}))
+      ->capture_default_str();
+  app.add_option("--threads", flags.threads, "Threads for matrix products (per worker)")
+      ->check(positive)
+      ->capture_default_str();
   app.add_option("--workers", flags.workers,
                  "Ranks of a parallel strategy in this process (with MPI builds, mpirun -np sets them instead)")
-      ->check(positive)->capture_default_str();
-  app.add_option("--seed", flags.seed, "Seed of every random choice (initialisation, shuffling, dropout)")->capture_default_str();
-  app.add_option("--data", flags.data,
-                 "Folder with the four MNIST-format IDX files (.gz or raw); default: $PNN_DATA, else Debian's Fashion-MNIST");
+      ->check(positive)
+      ->capture_default_str();
+  app.add_option("--seed", flags.seed, "Seed of every random choice (initialisation, shuffling, dropout)")
+      ->capture_default_str();
+  app.add_option(
+      "--data", flags.data,
+      "Folder with the four MNIST-format IDX files (.gz or raw); default: $PNN_DATA, else Debian's Fashion-MNIST");
   app.add_option("--save", flags.save, "Write the trained weights to this safetensors file");
   app.add_option("--metrics", flags.metrics, "Write one JSON object per epoch to this file");
   app.add_flag("--quiet", flags.quiet, "Print only the final result");
@@ -160,15 +170,18 @@ inline void use_threads(int threads) {
 template <class T, class D, class Train>
 void with_optimizer(const Flags& flags, Train&& train) {
   if (flags.optimizer == "adam") {
-    pnn::Optimizer<pnn::Adam, T, D> optimizer({.learning_rate = flags.learning_rate, .weight_decay = flags.weight_decay});
+    pnn::Optimizer<pnn::Adam, T, D> optimizer(
+        {.learning_rate = flags.learning_rate, .weight_decay = flags.weight_decay});
     train(optimizer);
   } else if (flags.optimizer == "lars") {
     pnn::Optimizer<pnn::LARS, T, D> optimizer(
         {.learning_rate = flags.learning_rate, .momentum = flags.momentum, .weight_decay = flags.weight_decay});
     train(optimizer);
   } else {
-    pnn::Optimizer<pnn::SGD, T, D> optimizer({.learning_rate = flags.learning_rate, .momentum = flags.momentum,
-                                           .weight_decay = flags.weight_decay, .nesterov = flags.optimizer == "nesterov"});
+    pnn::Optimizer<pnn::SGD, T, D> optimizer({.learning_rate = flags.learning_rate,
+                                              .momentum = flags.momentum,
+                                              .weight_decay = flags.weight_decay,
+                                              .nesterov = flags.optimizer == "nesterov"});
     train(optimizer);
   }
 }
@@ -177,8 +190,11 @@ template <class Network, class Stages>
 int run_training_program(int argc, char** argv, const std::string& description, const Defaults& defaults) {
   using Model = Trained<Network, Stages>;
   CLI::App app{description};
-  Flags flags{.epochs = defaults.epochs, .batch = defaults.batch, .learning_rate = defaults.learning_rate,
-              .momentum = defaults.momentum, .optimizer = defaults.optimizer};
+  Flags flags{.epochs = defaults.epochs,
+              .batch = defaults.batch,
+              .learning_rate = defaults.learning_rate,
+              .momentum = defaults.momentum,
+              .optimizer = defaults.optimizer};
   add_flags(app, flags);
   CLI11_PARSE(app, argc, argv);
 
@@ -186,8 +202,10 @@ int run_training_program(int argc, char** argv, const std::string& description, 
     use_threads(flags.threads);
 #if defined(PNN_EXAMPLE_CUDA)
     std::string no_device;
-    PNN_CHECK(pnn::cuda_available(&no_device), pnn::CudaError, "this program trains on the GPU, but there is no CUDA "
-              "device: ", no_device);
+    PNN_CHECK(pnn::cuda_available(&no_device), pnn::CudaError,
+              "this program trains on the GPU, but there is no CUDA "
+              "device: ",
+              no_device);
 #endif
     auto model = [&] {
       if constexpr (is_distributed<Model>) return Model(flags.seed, {.ranks = flags.workers});
@@ -210,15 +228,18 @@ int run_training_program(int argc, char** argv, const std::string& description, 
 #endif
       std::cout << description << ": " << model.parameter_count() << " parameters, " << strategy << ", "
                 << flags.threads << " thread(s) per rank, " << flags.optimizer << " lr " << flags.learning_rate
-                << ", batch " << flags.batch << "\n" << Network::summary();
+                << ", batch " << flags.batch << "\n"
+                << Network::summary();
     }
-    pnn::FitOptions options{.epochs = flags.epochs, .max_steps = flags.steps, .batch_size = flags.batch,
-                            .seed = flags.seed, .metrics_path = flags.metrics,
+    pnn::FitOptions options{.epochs = flags.epochs,
+                            .max_steps = flags.steps,
+                            .batch_size = flags.batch,
+                            .seed = flags.seed,
+                            .metrics_path = flags.metrics,
                             .progress = flags.quiet ? nullptr : &std::cout};
     std::vector<pnn::EpochMetrics> history;
-    with_optimizer<typename Network::value_type, Device>(flags, [&](auto& optimizer) {
-      history = pnn::fit(model, optimizer, data.train, &data.test, options);
-    });
+    with_optimizer<typename Network::value_type, Device>(
+        flags, [&](auto& optimizer) { history = pnn::fit(model, optimizer, data.train, &data.test, options); });
     if (primary && !history.empty())
       std::cout << "test accuracy " << 100 * history.back().test_accuracy << "% after " << history.back().steps
                 << " steps\n";

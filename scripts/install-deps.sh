@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(meson ninja-build g++ pkg-config python3 libeigen3-dev doctest-dev zlib1g-dev libcli11-dev
-          libbenchmark-dev nlohmann-json3-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin "$@")
+          libbenchmark-dev nlohmann-json3-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin clang-format-16 "$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -47,11 +47,16 @@ int main(int argc, char** argv) {
     const bench::Arguments arguments(argc, argv, {{"elements", "67108864"}, {"calls", "20"}, {"warmup", "3"}});
     bench::require_device();
     const pnn::index n = arguments.number("elements");
-    const int calls = static_cast<int>(arguments.number("calls")), warmup = static_cast<int>(arguments.number("warmup"));
+    const int calls = static_cast<int>(arguments.number("calls")),
+              warmup = static_cast<int>(arguments.number("warmup"));
     cudaStream_t stream = pnn::cuda_stream();
     const double theoretical = theoretical_gigabytes_per_second();
-    bench::Json().add("program", "bandwidth").add("device", bench::device_name())
-        .add("theoretical_gbps", theoretical).add("elements", static_cast<long>(n)).print();
+    bench::Json()
+        .add("program", "bandwidth")
+        .add("device", bench::device_name())
+        .add("theoretical_gbps", theoretical)
+        .add("elements", static_cast<long>(n))
+        .print();
 
     constexpr pnn::index columns = 1024;
     Vector x = filled(n, 0.5f), y = filled(n, 0.25f), w = filled(n, 1.0f), g = filled(n, 0.01f);

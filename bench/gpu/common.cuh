@@ -99,7 +99,8 @@ Timing time_calls(cudaStream_t stream, int warmup, int calls, Body&& body) {
   std::vector<double> times;
   for (int i = 0; i < calls; ++i) {
     float ms = 0;
-    PNN_CUDA_CHECK(cudaEventElapsedTime(&ms, events[static_cast<std::size_t>(i)], events[static_cast<std::size_t>(i) + 1]));
+    PNN_CUDA_CHECK(
+        cudaEventElapsedTime(&ms, events[static_cast<std::size_t>(i)], events[static_cast<std::size_t>(i) + 1]));
     times.push_back(ms);
   }
   for (auto& event : events) PNN_CUDA_CHECK(cudaEventDestroy(event));

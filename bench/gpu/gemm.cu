@@ -44,7 +44,8 @@ long chunk_samples(long batch) {
 using Conv1 = pnn::Conv2D<16, 5, pnn::Pad<2>>::layer<float, pnn::cuda, pnn::Shape<1, 28, 28>>;
 using Conv2 = pnn::Conv2D<32, 5, pnn::Pad<2>>::layer<float, pnn::cuda, pnn::Shape<16, 14, 14>>;
 
-void add_dense(std::vector<Product>& products, const std::string& name, long batch, long in, long out, bool input_gradient) {
+void add_dense(std::vector<Product>& products, const std::string& name, long batch, long in, long out,
+               bool input_gradient) {
   products.push_back({name + ".forward", batch, out, in, false, true, 1});
   products.push_back({name + ".weight_gradient", out, in, batch, true, false, 1});
   if (input_gradient) products.push_back({name + ".input_gradient", batch, in, out, false, false, 0});
@@ -79,7 +80,8 @@ std::vector<Product> products(const std::vector<long>& batches) {
 }
 
 void check(cublasStatus_t status, const char* call) {
-  if (status != CUBLAS_STATUS_SUCCESS) throw pnn::CudaError(std::string(call) + " failed: " + cublasGetStatusString(status));
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw pnn::CudaError(std::string(call) + " failed: " + cublasGetStatusString(status));
 }
 
 // Times `repeats` calls of body() back to back (launch) and as a replayed CUDA graph (graph).
@@ -98,9 +100,8 @@ std::pair<bench::Timing, bench::Timing> time_both(cudaStream_t stream, int sampl
   }
   PNN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   PNN_CUDA_CHECK(cudaGraphInstantiate(&executable, graph, 0));
-  bench::Timing replay = bench::time_calls(stream, 3, samples, [&](int) {
-    PNN_CUDA_CHECK(cudaGraphLaunch(executable, stream));
-  });
+  bench::Timing replay =
+      bench::time_calls(stream, 3, samples, [&](int) { PNN_CUDA_CHECK(cudaGraphLaunch(executable, stream)); });
   PNN_CUDA_CHECK(cudaGraphExecDestroy(executable));
   PNN_CUDA_CHECK(cudaGraphDestroy(graph));
   replay.median_ms /= repeats;
@@ -144,25 +145,28 @@ int main(int argc, char** argv) {
         const int m = static_cast<int>(p.m), n = static_cast<int>(p.n), k = static_cast<int>(p.k);
         const int lda = static_cast<int>(a.dim(1)), ldb = static_cast<int>(b.dim(1));
 
-        const auto pnn_times = time_both(stream, samples, repeats, [&] {
-          pnn::gemm<float>(a.view(), b.view(), c.view(), options);
-        });
+        const auto pnn_times =
+            time_both(stream, samples, repeats, [&] { pnn::gemm<float>(a.view(), b.view(), c.view(), options); });
         const auto sgemm_times = time_both(stream, samples, repeats, [&] {
           check(cublasSgemm(handle, op_b, op_a, n, m, k, &alpha, b.data(), ldb, a.data(), lda, &beta, c.data(), n),
                 "cublasSgemm");
         });
         const auto gemm_ex_times = time_both(stream, samples, repeats, [&] {
           check(cublasGemmEx(handle, op_b, op_a, n, m, k, &alpha, b.data(), CUDA_R_32F, ldb, a.data(), CUDA_R_32F, lda,
-                             &beta, c.data(), CUDA_R_32F, n,
-                             tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                             &beta, c.data(), CUDA_R_32F, n, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT),
                 "cublasGemmEx");
         });
         const double flops = 2.0 * static_cast<double>(p.m) * static_cast<double>(p.n) * static_cast<double>(p.k);
         bench::Json()
             .add("benchmark", "gemm")
             .add("shape", p.name)
-            .add("m", p.m).add("n", p.n).add("k", p.k)
-            .add("transpose_a", p.transpose_a).add("transpose_b", p.transpose_b).add("beta", p.beta)
+            .add("m", p.m)
+            .add("n", p.n)
+            .add("k", p.k)
+            .add("transpose_a", p.transpose_a)
+            .add("transpose_b", p.transpose_b)
+            .add("beta", p.beta)
             .add("pnn_launch_ms", pnn_times.first.median_ms)
             .add("sgemm_launch_ms", sgemm_times.first.median_ms)
             .add("gemm_ex_launch_ms", gemm_ex_times.first.median_ms)

@@ -34,10 +34,9 @@ namespace {
 
 using Mlp = pnn::Sequential<pnn::Input<784>, pnn::Dense<256>, pnn::ReLU, pnn::Dense<128>, pnn::ReLU,
                             pnn::Dense<10>>::on<pnn::cuda>;
-using Cnn = pnn::Sequential<pnn::Input<1, 28, 28>,
-                            pnn::Conv2D<16, 5, pnn::Pad<2>>, pnn::ReLU, pnn::MaxPool2D<2>,
-                            pnn::Conv2D<32, 5, pnn::Pad<2>>, pnn::ReLU, pnn::MaxPool2D<2>,
-                            pnn::Flatten, pnn::Dense<128>, pnn::ReLU, pnn::Dense<10>>::on<pnn::cuda>;
+using Cnn = pnn::Sequential<pnn::Input<1, 28, 28>, pnn::Conv2D<16, 5, pnn::Pad<2>>, pnn::ReLU, pnn::MaxPool2D<2>,
+                            pnn::Conv2D<32, 5, pnn::Pad<2>>, pnn::ReLU, pnn::MaxPool2D<2>, pnn::Flatten,
+                            pnn::Dense<128>, pnn::ReLU, pnn::Dense<10>>::on<pnn::cuda>;
 
 using Images = pnn::TensorView<const float, 2, pnn::cuda>;
 using Labels = pnn::TensorView<const std::int32_t, 1, pnn::cuda>;
@@ -160,16 +159,25 @@ void run_model(const char* name, const bench::Arguments& arguments) {
       try {
         time_mode<Model>(name, batch, mode, data, warmup, steps);
       } catch (const std::exception& error) {
-        bench::Json().add("framework", "pnn").add("model", name).add("batch", batch).add("mode", mode)
-            .add("error", error.what()).print();
+        bench::Json()
+            .add("framework", "pnn")
+            .add("model", name)
+            .add("batch", batch)
+            .add("mode", mode)
+            .add("error", error.what())
+            .print();
       }
     }
     if (arguments.number("check-steps") > 0) {
       try {
         check<Model>(name, batch, data, arguments.number("check-steps"));
       } catch (const std::exception& error) {
-        bench::Json().add("check", "graph_vs_eager").add("model", name).add("batch", batch)
-            .add("error", error.what()).print();
+        bench::Json()
+            .add("check", "graph_vs_eager")
+            .add("model", name)
+            .add("batch", batch)
+            .add("error", error.what())
+            .print();
       }
     }
   }
@@ -180,13 +188,21 @@ void run_model(const char* name, const bench::Arguments& arguments) {
 int main(int argc, char** argv) {
   return bench::guarded_main("step_time", [&] {
     const bench::Arguments arguments(argc, argv,
-                                     {{"models", "mlp,cnn"}, {"batches", "64,512"}, {"modes", "eager,uncaptured,graph"},
-                                      {"steps", "200"}, {"warmup", "20"}, {"staged", "8"}, {"check-steps", "5"}},
+                                     {{"models", "mlp,cnn"},
+                                      {"batches", "64,512"},
+                                      {"modes", "eager,uncaptured,graph"},
+                                      {"steps", "200"},
+                                      {"warmup", "20"},
+                                      {"staged", "8"},
+                                      {"check-steps", "5"}},
                                      {"tf32"});
     bench::require_device();
     pnn::cuda_settings().allow_tf32 = arguments.flag("tf32");
-    bench::Json().add("program", "step_time").add("device", bench::device_name())
-        .add("description", pnn::cuda_description()).print();
+    bench::Json()
+        .add("program", "step_time")
+        .add("device", bench::device_name())
+        .add("description", pnn::cuda_description())
+        .print();
     for (const auto& model : arguments.list("models")) {
       if (model == "mlp") run_model<Mlp>("mlp", arguments);
       else if (model == "cnn") run_model<Cnn>("cnn", arguments);

@@ -27,7 +27,8 @@ TEST_CASE("expression.matches_plain_loop") {
     for (pnn::index i = 0; i < y.size(); ++i) {
       const float a = x[i], b = z[i];
       const float expected = std::max(a * 2.0f + b, 0.0f) - std::tanh(a) / 3.0f +
-                             1.0f / (1.0f + std::exp(-b)) * std::exp(-std::abs(a)) + std::max(a, b) - std::min(a, 0.25f);
+                             1.0f / (1.0f + std::exp(-b)) * std::exp(-std::abs(a)) + std::max(a, b) -
+                             std::min(a, 0.25f);
       REQUIRE(y[i] == doctest::Approx(expected).epsilon(1e-5));
     }
   }
@@ -61,7 +62,8 @@ TEST_CASE("expression.bias_broadcasts_over_batch") {
 TEST_CASE("expression.assignment_checks_shape") {
   Tensor<float, 2> x = counting(2, 3);
   Tensor<float, 2> y(3, 2);
-  CHECK_THROWS_WITH_AS(y.view() = x * 2.0f, doctest::Contains("shape (2, 3) to a tensor of shape (3, 2)"), pnn::ShapeError);
+  CHECK_THROWS_WITH_AS(y.view() = x * 2.0f, doctest::Contains("shape (2, 3) to a tensor of shape (3, 2)"),
+                       pnn::ShapeError);
   // An owning tensor takes the expression's shape instead.
   y = x * 2.0f;
   CHECK(y.shape() == pnn::Extents<2>{2, 3});
@@ -135,11 +137,11 @@ TEST_CASE("expression.closure_owns_temporaries") {
 TEST_CASE("tensor.view_semantics") {
   Tensor<float, 2> a = counting(2, 2);
   Tensor<float, 2> b(2, 2);
-  pnn::TensorView<float, 2> view = b;   // aliases b
-  view = a;                             // writes elements
+  pnn::TensorView<float, 2> view = b;  // aliases b
+  view = a;                            // writes elements
   CHECK(b(1, 1) == a(1, 1));
   pnn::TensorView<float, 2> other = a;
-  view.rebind(other);                   // now refers to a
+  view.rebind(other);  // now refers to a
   view(0, 0) = 42;
   CHECK(a(0, 0) == 42);
   CHECK(b(0, 0) != 42);

@@ -55,7 +55,8 @@ struct Operands {
     std::uniform_real_distribution<float> uniform(-1, 1);
     auto fill = [&](std::vector<float>& storage, Index size, bool nan_inside) {
       storage.assign(static_cast<std::size_t>(size + 2 * guard), nan_value);
-      for (Index i = 0; i < size; ++i) storage[static_cast<std::size_t>(guard + i)] = nan_inside ? nan_value : uniform(generator);
+      for (Index i = 0; i < size; ++i)
+        storage[static_cast<std::size_t>(guard + i)] = nan_inside ? nan_value : uniform(generator);
     };
     fill(a_storage, a_rows * a_columns, false);
     fill(b_storage, b_rows * b_columns, false);
@@ -180,8 +181,13 @@ std::vector<Problem> sweep() {
       // Each shape and transpose pair gets two of the (alpha, beta) pairs, rotating through all of them.
       for (int twice = 0; twice < 2; ++twice) {
         const auto [alpha, beta] = scalings[variant++ % std::size(scalings)];
-        problems.push_back({m, n, k, {.transpose_a = (transposes & 1) != 0, .transpose_b = (transposes & 2) != 0,
-                                      .alpha = alpha, .beta = beta}});
+        problems.push_back({m,
+                            n,
+                            k,
+                            {.transpose_a = (transposes & 1) != 0,
+                             .transpose_b = (transposes & 2) != 0,
+                             .alpha = alpha,
+                             .beta = beta}});
       }
     }
   return problems;
@@ -199,8 +205,8 @@ bool check_every_plan(Case& problem_case, const std::string& name) {
       const gemm_detail::Plan plan{choices[a_choice], choices[b_choice]};
       const std::string path = name + ", A " + choice_names[a_choice] + ", B " + choice_names[b_choice];
       auto multiply = [&](Operands& o) {
-        gemm_detail::multiply<Shape>(p.m, p.n, p.k, static_cast<float>(p.options.alpha), o.a_strided(),
-                                     o.b_strided(), static_cast<float>(p.options.beta), o.c(), p.n, 1, plan);
+        gemm_detail::multiply<Shape>(p.m, p.n, p.k, static_cast<float>(p.options.alpha), o.a_strided(), o.b_strided(),
+                                     static_cast<float>(p.options.beta), o.c(), p.n, 1, plan);
       };
       if (!problem_case.check(multiply, path)) return false;
     }
@@ -216,7 +222,8 @@ std::vector<float> run_gemm(Operands& operands) {
 
 TEST_CASE("gemm.float_matches_reference") {
   for (const Problem& p : sweep())
-    if (!matches_reference(p, [&](Operands& o) { run_gemm(o); }, std::string("gemm<float>, ") + cpu_gemm::kernel_name()))
+    if (!matches_reference(
+            p, [&](Operands& o) { run_gemm(o); }, std::string("gemm<float>, ") + cpu_gemm::kernel_name()))
       break;
 }
 
@@ -257,7 +264,8 @@ TEST_CASE("gemm.long_depth") {
   for (bool transpose_a : {false, true})
     for (Index k : {1000, 3001}) {
       const Problem p{16, 25, k, {.transpose_a = transpose_a, .transpose_b = false, .alpha = 1, .beta = 1}};
-      CHECK(matches_reference(p, [&](Operands& o) { run_gemm(o); }, "gemm<float>"));
+      CHECK(matches_reference(
+          p, [&](Operands& o) { run_gemm(o); }, "gemm<float>"));
     }
 }
 

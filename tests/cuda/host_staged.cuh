@@ -33,9 +33,13 @@ class HostStaged {
 
   // Host data (hashes, loss values) goes to Local as it is.
   template <class T>
-  void all_reduce(TensorView<T, 1, cpu> data) { local_.all_reduce(data); }
+  void all_reduce(TensorView<T, 1, cpu> data) {
+    local_.all_reduce(data);
+  }
   template <class T>
-  void broadcast(TensorView<T, 1, cpu> data, int root) { local_.broadcast(data, root); }
+  void broadcast(TensorView<T, 1, cpu> data, int root) {
+    local_.broadcast(data, root);
+  }
 
   template <class T>
   void all_reduce(TensorView<T, 1, cuda> data) {

@@ -28,7 +28,8 @@ void check_layer_parity(const ParityOptions& options = {}) {
   using HostModel = BasicSequential<float, cpu, InputFor<InputShape>, Spec>;
   using DeviceModel = typename HostModel::template on<cuda>;
   constexpr index in = HostModel::input_shape::size, out = HostModel::output_shape::size;
-  INFO("layer " << HostModel::summary() << "batch " << options.batch << (options.training ? ", training" : ", inference"));
+  INFO("layer " << HostModel::summary() << "batch " << options.batch
+                << (options.training ? ", training" : ", inference"));
   HostModel host(7);
   DeviceModel device(7);
   check_close("initial parameters", host.parameter_values(), device.parameter_values(), 0);

@@ -23,8 +23,8 @@ const std::vector<pnn::index> awkward_sizes{0, 1, 2, 255, 256, 257, 1000, 65537,
 // The same expression over either device: every unary and binary operation, scalars on both sides.
 template <class X, class Y>
 auto composite(const X& x, const Y& y) {
-  return relu(x * 2.0f - y) + sigmoid(y) * tanh(x) - exp(-square(x)) + abs(y) / sqrt(abs(x) + 1.5f) +
-         max(x, y) - min(x, 0.25f) + log(x + 2.0f) * rsqrt(y + 3.0f) + step(x) - 0.5f / (x + 4.0f);
+  return relu(x * 2.0f - y) + sigmoid(y) * tanh(x) - exp(-square(x)) + abs(y) / sqrt(abs(x) + 1.5f) + max(x, y) -
+         min(x, 0.25f) + log(x + 2.0f) * rsqrt(y + 3.0f) + step(x) - 0.5f / (x + 4.0f);
 }
 
 // Keeps one GPU thread busy for `nanoseconds` of the device's global timer.
@@ -198,21 +198,21 @@ TEST_CASE("cuda.executor.reductions" * needs_gpu()) {
 
 TEST_CASE("cuda.linalg.gemm_matches_cpu" * needs_gpu()) {
   SUBCASE("every transpose, alpha and beta") {
-  const pnn::index m = 37, n = 23, k = 19;
-  for (const bool transpose_a : {false, true}) {
-    for (const bool transpose_b : {false, true}) {
-      CAPTURE(transpose_a);
-      CAPTURE(transpose_b);
-      const auto a = random_tensor<float>(transpose_a ? Extents<2>{k, m} : Extents<2>{m, k}, 16);
-      const auto b = random_tensor<float>(transpose_b ? Extents<2>{n, k} : Extents<2>{k, n}, 17);
-      auto c = random_tensor<float>(Extents<2>{m, n}, 18);
-      auto cd = to_device(c);
-      const GemmOptions options{.transpose_a = transpose_a, .transpose_b = transpose_b, .alpha = 0.75, .beta = 0.5};
-      gemm<float>(a.view(), b.view(), c.view(), options);
-      gemm<float>(to_device(a).view(), to_device(b).view(), cd.view(), options);
-      check_close("C = 0.75 op(A) op(B) + 0.5 C", c, cd, 1e-5);
+    const pnn::index m = 37, n = 23, k = 19;
+    for (const bool transpose_a : {false, true}) {
+      for (const bool transpose_b : {false, true}) {
+        CAPTURE(transpose_a);
+        CAPTURE(transpose_b);
+        const auto a = random_tensor<float>(transpose_a ? Extents<2>{k, m} : Extents<2>{m, k}, 16);
+        const auto b = random_tensor<float>(transpose_b ? Extents<2>{n, k} : Extents<2>{k, n}, 17);
+        auto c = random_tensor<float>(Extents<2>{m, n}, 18);
+        auto cd = to_device(c);
+        const GemmOptions options{.transpose_a = transpose_a, .transpose_b = transpose_b, .alpha = 0.75, .beta = 0.5};
+        gemm<float>(a.view(), b.view(), c.view(), options);
+        gemm<float>(to_device(a).view(), to_device(b).view(), cd.view(), options);
+        check_close("C = 0.75 op(A) op(B) + 0.5 C", c, cd, 1e-5);
+      }
     }
-  }
   }
   SUBCASE("double, and beta 0 overwrites NaN") {
     const auto a = random_tensor<double>(Extents<2>{5, 64}, 19);
@@ -269,7 +269,8 @@ TEST_CASE("cuda.linalg.column_sums" * needs_gpu()) {
 TEST_CASE("cuda.memory.copies" * needs_gpu()) {
   SUBCASE("round trips keep every bit") {
     const auto floats = random_tensor<float>(Extents<2>{17, 3}, 24);
-    CHECK(testing::scaled_difference(testing::const_view(floats), testing::const_view(to_host(to_device(floats)))) == 0);
+    CHECK(testing::scaled_difference(testing::const_view(floats), testing::const_view(to_host(to_device(floats)))) ==
+          0);
     Tensor<std::int32_t, 1> ints(Extents<1>{1001});
     for (pnn::index i = 0; i < ints.size(); ++i) ints[i] = static_cast<std::int32_t>(i * 7919 - 50000);
     const auto back = to_host(to_device(ints));
@@ -347,7 +348,8 @@ TEST_CASE("cuda.memory.tensors_come_from_pnns_own_pool" * needs_gpu()) {
   cuda_synchronize();
   const std::uint64_t own_before = used(cuda_memory_pool(device)), default_before = used(default_pool);
   std::uint64_t release_threshold = 0;
-  PNN_CUDA_CHECK(cudaMemPoolGetAttribute(cuda_memory_pool(device), cudaMemPoolAttrReleaseThreshold, &release_threshold));
+  PNN_CUDA_CHECK(
+      cudaMemPoolGetAttribute(cuda_memory_pool(device), cudaMemPoolAttrReleaseThreshold, &release_threshold));
   CHECK(release_threshold == UINT64_MAX);  // freed blocks are kept for reuse
   {
     Tensor<float, 1, cuda> tensor(Extents<1>{pnn::index{1} << 22});  // 16 MiB

@@ -46,8 +46,8 @@ TensorView<T, R, cuda> as_cuda(Tensor<T, R, cpu>& host) {
 template <class T, std::size_t R, class E>
 void assign_on_host(Tensor<T, R, cpu>& destination, const E& expression) {
   detail::check_assignment_shape(as_cuda(destination), expression);
-  const cuda_detail::AssignmentArgument<T, cuda_detail::kernel_form<E>> assignment{
-      destination.data(), cuda_detail::to_kernel(expression)};
+  const cuda_detail::AssignmentArgument<T, cuda_detail::kernel_form<E>> assignment{destination.data(),
+                                                                                   cuda_detail::to_kernel(expression)};
   for_each_element(destination.size(), [&](pnn::index i) { assignment.run(i); });
 }
 
@@ -62,13 +62,13 @@ void check_equal_to_cpu(const std::string& what, const Tensor<T, R, cpu>& expect
 // The same expression over either device: every unary and binary operation, scalars on both sides.
 template <class X, class Y>
 auto composite(const X& x, const Y& y) {
-  return relu(x * 2.0f - y) + sigmoid(y) * tanh(x) - exp(-square(x)) + abs(y) / sqrt(abs(x) + 1.5f) +
-         max(x, y) - min(x, 0.25f) + log(x + 2.0f) * rsqrt(y + 3.0f) + step(x) - 0.5f / (x + 4.0f);
+  return relu(x * 2.0f - y) + sigmoid(y) * tanh(x) - exp(-square(x)) + abs(y) / sqrt(abs(x) + 1.5f) + max(x, y) -
+         min(x, 0.25f) + log(x + 2.0f) * rsqrt(y + 3.0f) + step(x) - 0.5f / (x + 4.0f);
 }
 
 std::string describe(const ConvolutionGeometry& g) {
-  return detail::concat(g.kernel, "x", g.kernel, " stride ", g.stride, " padding ", g.padding, " over ", g.height,
-                        "x", g.width, "x", g.channels);
+  return detail::concat(g.kernel, "x", g.kernel, " stride ", g.stride, " padding ", g.padding, " over ", g.height, "x",
+                        g.width, "x", g.channels);
 }
 
 // (channels, height, width, kernel, stride, padding): overlapping and gapped windows, padding as wide
@@ -124,18 +124,16 @@ TEST_CASE("cuda.on_host.im2col_and_col2im") {
 
     Tensor<float, 2> expected_columns(columns_shape), columns(columns_shape);
     im2col(input.view(), g, expected_columns.view());
-    for_each_element(columns.size(), [&](pnn::index e) {
-      cuda_detail::im2col_element(input.data(), g, e, columns.data());
-    });
+    for_each_element(columns.size(),
+                     [&](pnn::index e) { cuda_detail::im2col_element(input.data(), g, e, columns.data()); });
     CHECK(scaled_difference(testing::const_view(expected_columns), testing::const_view(columns)) == 0);
 
     // col2im gathers, in the order the CPU scatters: the same additions in the same order.
     const auto column_gradient = random_tensor<float>(columns_shape, 2);
     Tensor<float, 2> expected_gradient(input.shape()), gradient(input.shape());
     col2im(column_gradient.view(), g, expected_gradient.view());
-    for_each_element(gradient.size(), [&](pnn::index e) {
-      cuda_detail::col2im_element(column_gradient.data(), g, e, gradient.data());
-    });
+    for_each_element(gradient.size(),
+                     [&](pnn::index e) { cuda_detail::col2im_element(column_gradient.data(), g, e, gradient.data()); });
     check_equal_to_cpu("col2im", expected_gradient, gradient, 1e-6);
   }
 }
@@ -323,8 +321,8 @@ TEST_CASE_TEMPLATE("cuda.on_host.gemm_calls_cublas_with_the_transposed_problem",
           CAPTURE(transpose_a);
           CAPTURE(transpose_b);
           CAPTURE(beta);
-          const GemmOptions options{.transpose_a = transpose_a, .transpose_b = transpose_b, .alpha = alpha,
-                                    .beta = beta};
+          const GemmOptions options{
+              .transpose_a = transpose_a, .transpose_b = transpose_b, .alpha = alpha, .beta = beta};
           const auto a = random_tensor<T>(transpose_a ? Extents<2>{k, m} : Extents<2>{m, k}, 17);
           const auto b = random_tensor<T>(transpose_b ? Extents<2>{n, k} : Extents<2>{k, n}, 18);
           Tensor<T, 2> expected = random_tensor<T>(Extents<2>{m, n}, 19);

@@ -8,8 +8,8 @@ using testing::needs_gpu;
 
 TEST_CASE("cuda.layers.dense" * needs_gpu()) {
   check_layer_parity<Dense<7>, Shape<5>>();
-  check_layer_parity<Dense<3>, Shape<2, 3, 3>>({.batch = 1});        // an image taken as a vector
-  check_layer_parity<Dense<130>, Shape<70>>({.batch = 300});          // bias gradient over several row chunks
+  check_layer_parity<Dense<3>, Shape<2, 3, 3>>({.batch = 1});  // an image taken as a vector
+  check_layer_parity<Dense<130>, Shape<70>>({.batch = 300});   // bias gradient over several row chunks
 }
 
 TEST_CASE("cuda.layers.conv2d" * needs_gpu()) {
@@ -30,9 +30,9 @@ TEST_CASE("cuda.layers.conv2d" * needs_gpu()) {
 
 TEST_CASE("cuda.layers.max_pool2d" * needs_gpu()) {
   check_layer_parity<MaxPool2D<2>, Shape<3, 8, 8>>();
-  check_layer_parity<MaxPool2D<3, 2>, Shape<2, 7, 7>>();   // overlapping windows: gradients accumulate
-  check_layer_parity<MaxPool2D<2, 3>, Shape<2, 8, 8>>();   // gaps between windows get no gradient
-  check_layer_parity<MaxPool2D<2>, Shape<3, 5, 5>>();      // the last row and column fall outside every window
+  check_layer_parity<MaxPool2D<3, 2>, Shape<2, 7, 7>>();  // overlapping windows: gradients accumulate
+  check_layer_parity<MaxPool2D<2, 3>, Shape<2, 8, 8>>();  // gaps between windows get no gradient
+  check_layer_parity<MaxPool2D<2>, Shape<3, 5, 5>>();     // the last row and column fall outside every window
 }
 
 TEST_CASE("cuda.layers.avg_pool2d" * needs_gpu()) {

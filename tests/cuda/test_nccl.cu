@@ -72,7 +72,8 @@ TEST_CASE("nccl.collectives" * needs_gpu()) {
   const auto errors = on_every_rank(ranks, [&](Nccl& nccl) -> std::string {
     const int r = nccl.rank();
     if (r != static_cast<int>(&nccl - ranks.data())) return "rank numbers do not follow the group's order";
-    if (nccl.cuda_device() != r) return "rank " + std::to_string(r) + " is on GPU " + std::to_string(nccl.cuda_device());
+    if (nccl.cuda_device() != r)
+      return "rank " + std::to_string(r) + " is on GPU " + std::to_string(nccl.cuda_device());
     double sum_of_ranks = 0, weighted = 0, weights = 0;
     for (int k = 0; k < size; ++k) {
       sum_of_ranks += k + 1;
@@ -101,12 +102,14 @@ TEST_CASE("nccl.collectives" * needs_gpu()) {
     request.wait();
     data.view() = data * 2.0f;  // ordered after the reduction
     host = to_host(data);
-    if (std::abs(host[0] - 2 * sum_of_ranks) > 1e-4 * sum_of_ranks) return mismatch("all_reduce_async", 0, 2 * sum_of_ranks, host[0]);
+    if (std::abs(host[0] - 2 * sum_of_ranks) > 1e-4 * sum_of_ranks)
+      return mismatch("all_reduce_async", 0, 2 * sum_of_ranks, host[0]);
     // Broadcast from the last rank, of device and of host data.
     data = to_device(rank_values(r, n));
     nccl.broadcast(data.view(), size - 1);
     host = to_host(data);
-    if (host[n - 1] != rank_values(size - 1, n)[n - 1]) return mismatch("broadcast", n - 1, rank_values(size - 1, n)[n - 1], host[n - 1]);
+    if (host[n - 1] != rank_values(size - 1, n)[n - 1])
+      return mismatch("broadcast", n - 1, rank_values(size - 1, n)[n - 1], host[n - 1]);
     Tensor<double, 1> small(Extents<1>{3});
     small[0] = r;
     small[1] = 1;
@@ -119,7 +122,9 @@ TEST_CASE("nccl.collectives" * needs_gpu()) {
     nccl.barrier();
     return {};
   });
-  for (int r = 0; r < size; ++r) CHECK_MESSAGE(errors[static_cast<std::size_t>(r)].empty(), "rank " << r << ": " << errors[static_cast<std::size_t>(r)]);
+  for (int r = 0; r < size; ++r)
+    CHECK_MESSAGE(errors[static_cast<std::size_t>(r)].empty(),
+                  "rank " << r << ": " << errors[static_cast<std::size_t>(r)]);
 }
 
 TEST_CASE("nccl.send_and_receive" * needs_gpus(2)) {
@@ -134,12 +139,14 @@ TEST_CASE("nccl.send_and_receive" * needs_gpus(2)) {
       Tensor<float, 1, cuda> back(Extents<1>{n});
       nccl.receive(back.view(), 1, 12);
       const auto host = to_host(back);
-      if (host[n - 1] != 2 * rank_values(0, n)[n - 1]) return mismatch("message back", n - 1, 2 * rank_values(0, n)[n - 1], host[n - 1]);
+      if (host[n - 1] != 2 * rank_values(0, n)[n - 1])
+        return mismatch("message back", n - 1, 2 * rank_values(0, n)[n - 1], host[n - 1]);
     } else {
       Tensor<float, 1, cuda> first(Extents<1>{n}), second(Extents<1>{7});
       nccl.receive(first.view(), 0, 10);
       nccl.receive(second.view(), 0, 11);
-      if (to_host(second)[6] != rank_values(5, 7)[6]) return mismatch("second message", 6, rank_values(5, 7)[6], to_host(second)[6]);
+      if (to_host(second)[6] != rank_values(5, 7)[6])
+        return mismatch("second message", 6, rank_values(5, 7)[6], to_host(second)[6]);
       first.view() = first * 2.0f;
       nccl.send(testing::const_view(first), 0, 12);
     }

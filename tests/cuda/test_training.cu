@@ -1,5 +1,6 @@
 // Losses, optimisers and whole training steps on cuda against the cpu; fit() on a cuda model (batches
-// staged from the host; a classifier and a regression model), save/load of a cuda model, and a training loop that allocates nothing new.
+// staged from the host; a classifier and a regression model), save/load of a cuda model, and a training loop that
+// allocates nothing new.
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -18,15 +19,16 @@ namespace {
 Tensor<std::int32_t, 1> random_labels(pnn::index n, pnn::index classes, std::uint64_t seed) {
   Tensor<std::int32_t, 1> labels(Extents<1>{n});
   Generator random(seed);
-  for (pnn::index i = 0; i < n; ++i) labels[i] = static_cast<std::int32_t>(random.below(static_cast<std::uint64_t>(classes)));
+  for (pnn::index i = 0; i < n; ++i)
+    labels[i] = static_cast<std::int32_t>(random.below(static_cast<std::uint64_t>(classes)));
   return labels;
 }
 
 // A small CNN with every kind of layer: convolutions with padding and stride, batch normalisation, both
 // poolings, dropout, dense layers and two activations.
-using Cnn = Sequential<Input<1, 16, 16>, Conv2D<4, 3, Pad<1>>, BatchNorm<>, ReLU, MaxPool2D<2>,
-                       Conv2D<8, 3, Pad<1>, Stride<2>>, ReLU, AvgPool2D<2>, Flatten, Dropout<20>,
-                       Dense<16>, Tanh, Dense<10>>;
+using Cnn =
+    Sequential<Input<1, 16, 16>, Conv2D<4, 3, Pad<1>>, BatchNorm<>, ReLU, MaxPool2D<2>, Conv2D<8, 3, Pad<1>, Stride<2>>,
+               ReLU, AvgPool2D<2>, Flatten, Dropout<20>, Dense<16>, Tanh, Dense<10>>;
 constexpr pnn::index pixels = 256;
 using CudaCnn = Cnn::on<cuda>;
 
@@ -109,7 +111,8 @@ void check_optimizer_parity(const Rule& rule, double tolerance = 1e-6) {
   Optimizer<Rule, float, cuda> device_optimizer(rule);
   for (int step = 0; step < 4; ++step) {
     CAPTURE(step);
-    const auto gradients = random_tensor<float>(host.parameter_gradients().shape(), 10 + static_cast<std::uint64_t>(step));
+    const auto gradients =
+        random_tensor<float>(host.parameter_gradients().shape(), 10 + static_cast<std::uint64_t>(step));
     host.parameter_gradients() = gradients;
     copy(gradients.view(), device.parameter_gradients());
     host_optimizer.step(host.parameters());
@@ -159,7 +162,8 @@ TEST_CASE("cuda.model.cnn_train_steps_equal_cpu" * needs_gpu()) {
   for (int step = 0; step < 6; ++step) {
     CAPTURE(step);
     const float expected = train_step(host, images.view(), labels.view(), host_optimizer, SoftmaxCrossEntropy{});
-    const float actual = train_step(device, images_device.view(), labels_device.view(), device_optimizer, SoftmaxCrossEntropy{});
+    const float actual =
+        train_step(device, images_device.view(), labels_device.view(), device_optimizer, SoftmaxCrossEntropy{});
     CHECK(actual == doctest::Approx(expected).epsilon(1e-4));
     if (step == 1) {
       cuda_synchronize();

@@ -89,10 +89,10 @@ Bytes read_raw(const std::filesystem::path& path) {
 }  // namespace
 
 // The error names the file and the problem: two checks, since doctest matches one substring at a time.
-#define CHECK_IO_ERROR(expression, path, problem)                                                   \
-  do {                                                                                              \
-    CHECK_THROWS_WITH_AS(expression, doctest::Contains((path).string().c_str()), pnn::IoError);     \
-    CHECK_THROWS_WITH_AS(expression, doctest::Contains(problem), pnn::IoError);                     \
+#define CHECK_IO_ERROR(expression, path, problem)                                               \
+  do {                                                                                          \
+    CHECK_THROWS_WITH_AS(expression, doctest::Contains((path).string().c_str()), pnn::IoError); \
+    CHECK_THROWS_WITH_AS(expression, doctest::Contains(problem), pnn::IoError);                 \
   } while (false)
 
 TEST_CASE("idx.reads_raw_and_gzip_files") {

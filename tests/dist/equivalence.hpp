@@ -21,7 +21,8 @@ inline SyntheticData synthetic_data(index n, index features, index classes, std:
   SyntheticData data{Tensor<float, 2>(n, features), Tensor<std::int32_t, 1>(Extents<1>{n})};
   Generator random(seed);
   for (index i = 0; i < data.inputs.size(); ++i) data.inputs[i] = random.uniform<float>(-1, 1);
-  for (index i = 0; i < n; ++i) data.labels[i] = static_cast<std::int32_t>(random.below(static_cast<std::uint64_t>(classes)));
+  for (index i = 0; i < n; ++i)
+    data.labels[i] = static_cast<std::int32_t>(random.below(static_cast<std::uint64_t>(classes)));
   return data;
 }
 
@@ -35,7 +36,7 @@ std::vector<float> train(Model& model, OptimizerType& optimizer, const Data& dat
   for (index s = 0; s < steps; ++s) {
     const index count = std::min(batch, n - begin);
     losses.push_back(train_step(model, data.inputs.view().rows(begin, count), data.labels.view().rows(begin, count),
-                                      optimizer, SoftmaxCrossEntropy{}));
+                                optimizer, SoftmaxCrossEntropy{}));
     begin = begin + count >= n ? 0 : begin + count;
   }
   return losses;

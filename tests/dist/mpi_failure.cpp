@@ -15,6 +15,6 @@ int main() {
   Tensor<std::int32_t, 1> labels(Extents<1>{4});
   labels[3] = 7;  // a label outside [0, 3): row 3 belongs to the last rank's share
   train_step(model, TensorView<const float, 2>(inputs), TensorView<const std::int32_t, 1>(labels), optimizer,
-                   SoftmaxCrossEntropy{});
+             SoftmaxCrossEntropy{});
   return 0;
 }

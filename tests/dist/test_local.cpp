@@ -86,10 +86,12 @@ TEST_CASE("local.broadcast_send_receive_and_async") {
 
 TEST_CASE("local.timeout_names_the_missing_rank") {
   const auto start = std::chrono::steady_clock::now();
-  const auto errors = run_ranks(3, [&](Local& comm) {
-    Tensor<float, 1> data(Extents<1>{2});
-    if (comm.rank() != 2) comm.all_reduce(data.view());  // rank 2 never arrives
-  }, {.timeout = 300ms});
+  const auto errors = run_ranks(3,
+                                [&](Local& comm) {
+                                  Tensor<float, 1> data(Extents<1>{2});
+                                  if (comm.rank() != 2) comm.all_reduce(data.view());  // rank 2 never arrives
+                                },
+                                {.timeout = 300ms});
   CHECK(std::chrono::steady_clock::now() - start < 10s);
   CHECK(errors[0].find("rank(s) 2 did not arrive") != std::string::npos);
   CHECK(errors[1].find("did not arrive") != std::string::npos);
@@ -102,18 +104,20 @@ TEST_CASE("local.a_failing_rank_stops_the_others") {
     if (comm.rank() == 1) throw ArgumentError("bad batch on rank 1");
     Tensor<float, 1> data(Extents<1>{2});
     comm.all_reduce(data.view());  // would wait for rank 1 forever without the abort
-  });  // the default timeout is two minutes: the abort must end this much sooner
+  });                              // the default timeout is two minutes: the abort must end this much sooner
   CHECK(std::chrono::steady_clock::now() - start < 10s);
   CHECK(errors[0].find("rank 1 failed: bad batch on rank 1") != std::string::npos);
   CHECK(errors[2].find("rank 1 failed") != std::string::npos);
 }
 
 TEST_CASE("local.mismatched_collectives_are_reported") {
-  const auto errors = run_ranks(2, [&](Local& comm) {
-    Tensor<float, 1> data(Extents<1>{4});
-    if (comm.rank() == 0) comm.all_reduce(data.view());
-    else comm.broadcast(data.view(), 0);
-  }, {.timeout = 5s});
+  const auto errors = run_ranks(2,
+                                [&](Local& comm) {
+                                  Tensor<float, 1> data(Extents<1>{4});
+                                  if (comm.rank() == 0) comm.all_reduce(data.view());
+                                  else comm.broadcast(data.view(), 0);
+                                },
+                                {.timeout = 5s});
   const std::string message = errors[0].empty() ? errors[1] : errors[0];
   CHECK(message.find("collective mismatch at collective #0") != std::string::npos);
   CHECK(message.find("broadcast(4 floats, root 0)") != std::string::npos);

@@ -82,9 +82,8 @@ struct DirectConvolution {
     const pnn::index batch = x.dim(0);
     std::vector<double> y(batch * output_height() * output_width() * filters);
     for (pnn::index i = 0; i < pnn::index(y.size()); ++i) y[i] = bias[i % filters];
-    for_each_term(batch, [&](pnn::index in, pnn::index out, pnn::index w) {
-      y[out] += double(x[in]) * double(weight[w]);
-    });
+    for_each_term(batch,
+                  [&](pnn::index in, pnn::index out, pnn::index w) { y[out] += double(x[in]) * double(weight[w]); });
     return y;
   }
 };
@@ -105,8 +104,7 @@ void check_against_direct(const DirectConvolution& direct, pnn::index batch, dou
   const auto y = net.forward(x.view(), trace);
   const std::vector<double> expected = direct.forward(x, weight, bias);
   REQUIRE(static_cast<std::size_t>(y.size()) == expected.size());
-  for (pnn::index i = 0; i < y.size(); ++i)
-    REQUIRE_MESSAGE(std::abs(y[i] - expected[i]) <= tolerance, "output " << i);
+  for (pnn::index i = 0; i < y.size(); ++i) REQUIRE_MESSAGE(std::abs(y[i] - expected[i]) <= tolerance, "output " << i);
 
   // Backward: dW = sum dy x, db = sum dy, dx = sum dy W, on top of zeroed gradients.
   Tensor<T, 2> dy(y.shape()), dx(x.shape());
@@ -122,11 +120,9 @@ void check_against_direct(const DirectConvolution& direct, pnn::index batch, dou
   const auto& w = net.parameters()[0];
   const auto& b = net.parameters()[1];
   for (pnn::index i = 0; i < w.gradient.size(); ++i)
-    REQUIRE_MESSAGE(std::abs(w.gradient[i] - weight_gradient[i]) <= tolerance * batch * 10,
-                    "weight gradient " << i);
+    REQUIRE_MESSAGE(std::abs(w.gradient[i] - weight_gradient[i]) <= tolerance * batch * 10, "weight gradient " << i);
   for (pnn::index i = 0; i < b.gradient.size(); ++i)
-    REQUIRE_MESSAGE(std::abs(b.gradient[i] - bias_gradient[i]) <= tolerance * batch * 10,
-                    "bias gradient " << i);
+    REQUIRE_MESSAGE(std::abs(b.gradient[i] - bias_gradient[i]) <= tolerance * batch * 10, "bias gradient " << i);
   for (pnn::index i = 0; i < dx.size(); ++i)
     REQUIRE_MESSAGE(std::abs(dx[i] - input_gradient[i]) <= tolerance * 10, "input gradient " << i);
 }
@@ -134,13 +130,13 @@ void check_against_direct(const DirectConvolution& direct, pnn::index batch, dou
 }  // namespace
 
 TEST_CASE("conv2d.gradients") {
-  testing::check_layer<Conv2D<2, 1>, Shape<3, 4, 4>>();                // 1x1 kernel
-  testing::check_layer<Conv2D<3, 3, Pad<1>>, Shape<2, 5, 5>>();        // "same" padding
-  testing::check_layer<Conv2D<4, 5, Pad<2>>, Shape<3, 6, 6>>();        // several channels in and out
-  testing::check_layer<Conv2D<5, 5, Pad<2>>, Shape<1, 5, 5>>();        // one channel: the CNN's first layer
-  testing::check_layer<Conv2D<2, 3, Stride<2>>, Shape<2, 7, 7>>();     // stride without padding
+  testing::check_layer<Conv2D<2, 1>, Shape<3, 4, 4>>();             // 1x1 kernel
+  testing::check_layer<Conv2D<3, 3, Pad<1>>, Shape<2, 5, 5>>();     // "same" padding
+  testing::check_layer<Conv2D<4, 5, Pad<2>>, Shape<3, 6, 6>>();     // several channels in and out
+  testing::check_layer<Conv2D<5, 5, Pad<2>>, Shape<1, 5, 5>>();     // one channel: the CNN's first layer
+  testing::check_layer<Conv2D<2, 3, Stride<2>>, Shape<2, 7, 7>>();  // stride without padding
   testing::check_layer<Conv2D<3, 3, Stride<2>, Pad<1>>, Shape<2, 6, 6>>();
-  testing::check_layer<Conv2D<3, 3, Pad<1>>, Shape<2, 5, 7>>();        // non-square input
+  testing::check_layer<Conv2D<3, 3, Pad<1>>, Shape<2, 5, 7>>();  // non-square input
   testing::check_layer<Conv2D<2, 2, Pad<1>, Stride<3>>, Shape<5, 4, 7>>({.batch = 2});
 }
 
@@ -216,8 +212,8 @@ TEST_CASE("max_pool2d.values") {
   Tensor<double, 2> dy({1, 8}, {1, 2, 3, 4, 5, 6, 7, 8}), dx(1, 32);
   net.backward(dy.view(), dx.view(), trace);
   Tensor<double, 2> expected_dx(1, 32);
-  expected_dx[2 * 5] = 1;       // value 5 at (1, 1), channel 0
-  expected_dx[2 * 0 + 1] = 2;   // -0 at (0, 0), channel 1
+  expected_dx[2 * 5] = 1;      // value 5 at (1, 1), channel 0
+  expected_dx[2 * 0 + 1] = 2;  // -0 at (0, 0), channel 1
   expected_dx[2 * 7] = 3;
   expected_dx[2 * 2 + 1] = 4;
   expected_dx[2 * 13] = 5;

@@ -58,7 +58,8 @@ TEST_CASE("batch_norm.gradients") {
     testing::check_layer<BatchNorm<>, Shape<3, 2, 2>>({.batch = 4, .training = false});
   }
   SUBCASE("between other layers, so weight and bias are not at their initial values' symmetry") {
-    testing::check_gradients<BasicSequential<double, cpu, Input<4>, Dense<5>, BatchNorm<>, Tanh, Dense<3>>>({.batch = 5});
+    testing::check_gradients<BasicSequential<double, cpu, Input<4>, Dense<5>, BatchNorm<>, Tanh, Dense<3>>>(
+        {.batch = 5});
   }
 }
 
@@ -76,7 +77,8 @@ TEST_CASE("batch_norm.forward_matches_hand_computation") {
     const double weight[2] = {2, 0.5}, bias[2] = {1, -1};
     for (int i = 0; i < 3; ++i)
       for (int c = 0; c < 2; ++c)
-        CHECK(y(i, c) == doctest::Approx((table[i][c] - s.mean[c]) / std::sqrt(s.variance[c] + 1e-5) * weight[c] + bias[c]));
+        CHECK(y(i, c) ==
+              doctest::Approx((table[i][c] - s.mean[c]) / std::sqrt(s.variance[c] + 1e-5) * weight[c] + bias[c]));
     // Normalised features have mean 0 and (biased) variance 1 before the affine part.
     CHECK(s.mean[1] == doctest::Approx(30));
   }
@@ -182,7 +184,6 @@ TEST_CASE("dropout.rate_and_scaling") {
   CHECK(dropped + scaled == y.size());  // every value is either dropped or scaled by 1 / (1 - p)
   CHECK(static_cast<double>(dropped) / static_cast<double>(y.size()) == doctest::Approx(0.3).epsilon(0.03));
   CHECK(static_cast<double>(sum(y)) / static_cast<double>(y.size()) == doctest::Approx(1.0).epsilon(0.015));
-
 }
 
 TEST_CASE("dropout.backward_uses_the_forward_mask") {
@@ -234,14 +235,17 @@ TEST_CASE("residual.gradients") {
   testing::check_layer<Residual<Dense<6>, Tanh, Dense<6>>, Shape<6>>();
   testing::check_layer<Residual<Shortcut<Dense<4>>, Dense<5>, Tanh, Dense<4>>, Shape<6>>();
   // Batch statistics and dropout inside both paths, on (C, H, W) samples.
-  testing::check_layer<Residual<Shortcut<BatchNorm<>, Tanh>, BatchNorm<>, Dropout<25>, Tanh>, Shape<2, 2, 3>>({.batch = 3});
+  testing::check_layer<Residual<Shortcut<BatchNorm<>, Tanh>, BatchNorm<>, Dropout<25>, Tanh>, Shape<2, 2, 3>>(
+      {.batch = 3});
 }
 
 TEST_CASE("residual.model_gradients") {
-  testing::check_gradients<BasicSequential<double, cpu, Input<6>, Dense<6>, Residual<Dense<6>, ReLU, Dense<6>>, Tanh, Dense<3>>>();
+  testing::check_gradients<
+      BasicSequential<double, cpu, Input<6>, Dense<6>, Residual<Dense<6>, ReLU, Dense<6>>, Tanh, Dense<3>>>();
   // As the first layer: the checker asks for the model's input gradient, then for none.
   testing::check_gradients<BasicSequential<double, cpu, Input<6>, Residual<Dense<6>, Tanh, Dense<6>>, Dense<3>>>();
-  testing::check_gradients<BasicSequential<double, cpu, Input<6>, Residual<Shortcut<Dense<4>>, Dense<4>>, Tanh, Dense<3>>>();
+  testing::check_gradients<
+      BasicSequential<double, cpu, Input<6>, Residual<Shortcut<Dense<4>>, Dense<4>>, Tanh, Dense<3>>>();
 }
 
 TEST_CASE("residual.names") {
@@ -287,8 +291,8 @@ TEST_CASE("residual.forward_adds_the_shortcut") {
 TEST_CASE("residual.first_layer_in_train_step") {
   // train_step asks for no input gradient: the block must still produce every parameter gradient, equal
   // to those of a backward pass that does compute dx.
-  using Net = BasicSequential<double, cpu, Input<5>, Residual<Shortcut<Dense<4>>, Dense<4>, BatchNorm<>, Tanh, Dense<4>>,
-                              Tanh, Dense<2>>;
+  using Net = BasicSequential<double, cpu, Input<5>,
+                              Residual<Shortcut<Dense<4>>, Dense<4>, BatchNorm<>, Tanh, Dense<4>>, Tanh, Dense<2>>;
   Net trained(21);
   Net reference = trained;
   Tensor<double, 2> x(8, 5), target(8, 2);
@@ -303,14 +307,16 @@ TEST_CASE("residual.first_layer_in_train_step") {
   reference.zero_grad();
   const auto output = reference.forward(x.view(), trace);
   Tensor<double, 2> output_gradient(output.shape()), dx(8, 5);
-  CHECK(MeanSquaredError{}(output, std::as_const(target).view(), output_gradient.view()) == doctest::Approx(first_loss));
+  CHECK(MeanSquaredError{}(output, std::as_const(target).view(), output_gradient.view()) ==
+        doctest::Approx(first_loss));
   reference.backward(output_gradient.view(), dx.view(), trace);
   const auto expected = reference.parameter_gradients(), actual = trained.parameter_gradients();
   for (pnn::index i = 0; i < expected.size(); ++i) CHECK(actual[i] == doctest::Approx(expected[i]).epsilon(1e-12));
   CHECK(norm(expected) > 0);
 
   double loss = first_loss;
-  for (int step = 0; step < 30; ++step) loss = train_step(trained, x.view(), target.view(), optimizer, MeanSquaredError{});
+  for (int step = 0; step < 30; ++step)
+    loss = train_step(trained, x.view(), target.view(), optimizer, MeanSquaredError{});
   CHECK(std::isfinite(loss));
   CHECK(loss < 0.5 * first_loss);
 }

@@ -60,8 +60,9 @@ TEST_CASE("train.max_steps_and_metrics_file") {
   Mlp model(2);
   Optimizer<SGD> optimizer({.learning_rate = 0.05});
   std::ostringstream progress;
-  const auto history = fit(model, optimizer, fashion_mnist().train, &fashion_mnist().test,
-                           {.epochs = 3, .max_steps = 25, .batch_size = 50, .metrics_path = metrics, .progress = &progress});
+  const auto history =
+      fit(model, optimizer, fashion_mnist().train, &fashion_mnist().test,
+          {.epochs = 3, .max_steps = 25, .batch_size = 50, .metrics_path = metrics, .progress = &progress});
   REQUIRE(history.size() == 1);  // 25 steps end inside the first epoch
   CHECK(history[0].steps == 25);
   CHECK(optimizer.steps() == 25);
@@ -69,7 +70,8 @@ TEST_CASE("train.max_steps_and_metrics_file") {
   std::ifstream in(metrics);
   std::string line;
   REQUIRE(std::getline(in, line));
-  for (const char* key : {"\"epoch\": 1", "\"train_loss\"", "\"test_accuracy\"", "\"seconds\"", "\"samples_per_second\""})
+  for (const char* key :
+       {"\"epoch\": 1", "\"train_loss\"", "\"test_accuracy\"", "\"seconds\"", "\"samples_per_second\""})
     CHECK_MESSAGE(line.find(key) != std::string::npos, key << " missing from " << line);
   CHECK_FALSE(std::getline(in, line));
   std::filesystem::remove_all(directory);
@@ -89,9 +91,9 @@ TEST_CASE("train.bad_options_are_rejected") {
 TEST_CASE("train.divergence_is_reported") {
   Mlp model(4);
   Optimizer<SGD> optimizer({.learning_rate = 1e6});
-  CHECK_THROWS_WITH_AS(fit(model, optimizer, fashion_mnist().train, nullptr,
-                           {.epochs = 1, .max_steps = 50, .progress = nullptr}),
-                       doctest::Contains("training diverged"), Error);
+  CHECK_THROWS_WITH_AS(
+      fit(model, optimizer, fashion_mnist().train, nullptr, {.epochs = 1, .max_steps = 50, .progress = nullptr}),
+      doctest::Contains("training diverged"), Error);
 }
 
 namespace {

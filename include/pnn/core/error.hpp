@@ -47,7 +47,7 @@ std::string concat(Parts&&... parts) {
 }  // namespace pnn
 
 // PNN_CHECK(condition, ExceptionType, message parts...): throws ExceptionType with the streamed parts.
-#define PNN_CHECK(condition, ExceptionType, ...)                         \
-  do {                                                                   \
+#define PNN_CHECK(condition, ExceptionType, ...)                               \
+  do {                                                                         \
     if (!(condition)) throw ExceptionType(::pnn::detail::concat(__VA_ARGS__)); \
   } while (false)

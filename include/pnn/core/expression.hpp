@@ -65,8 +65,7 @@ template <class E>
 closure_t<E&&> capture(E&& e) {
   if constexpr (std::is_lvalue_reference_v<E> && !std::is_same_v<closure_t<E&&>, std::remove_cvref_t<E>>)
     return e.view();
-  else
-    return closure_t<E&&>(std::forward<E>(e));
+  else return closure_t<E&&>(std::forward<E>(e));
 }
 
 // A scalar operand: rank 0, broadcasts against anything.
@@ -86,6 +85,8 @@ struct ScalarLeaf : Expression<ScalarLeaf<T, D>> {
 // ---------------------------------------------------------------------------------------------------
 // Element operations. Each has a scalar form (apply), used per element on the GPU and in plain loops,
 // and a lowering onto Eigen arrays (lower), used by the CPU executor so Eigen vectorises the loop.
+// The operations read as a table, two lines each:
+// clang-format off
 namespace op {
 
 struct Negate {
@@ -171,6 +172,7 @@ struct Minimum {
 };
 
 }  // namespace op
+// clang-format on
 
 // ---------------------------------------------------------------------------------------------------
 // Inner nodes.
@@ -202,9 +204,8 @@ Extents<(RA > RB ? RA : RB)> broadcast_shape(const Extents<RA>& a, const Extents
     result = b;
     for (std::size_t i = 0; i < RA; ++i) compatible = compatible && b[RB - RA + i] == a[i];
   }
-  PNN_CHECK(compatible, ShapeError, "element-wise operation on incompatible shapes ", format_extents<RA>(a),
-            " and ", format_extents<RB>(b),
-            ": shapes must be equal, or one must equal the trailing dimensions of the other");
+  PNN_CHECK(compatible, ShapeError, "element-wise operation on incompatible shapes ", format_extents<RA>(a), " and ",
+            format_extents<RB>(b), ": shapes must be equal, or one must equal the trailing dimensions of the other");
   return result;
 }
 }  // namespace detail
@@ -245,15 +246,16 @@ auto make_binary(A&& a, B&& b) {
   return BinaryNode<Op, closure_t<A&&>, closure_t<B&&>>(capture(std::forward<A>(a)), capture(std::forward<B>(b)));
 }
 template <class E>
-using scalar_leaf_for = ScalarLeaf<typename std::remove_cvref_t<E>::value_type, typename std::remove_cvref_t<E>::device>;
+using scalar_leaf_for =
+    ScalarLeaf<typename std::remove_cvref_t<E>::value_type, typename std::remove_cvref_t<E>::device>;
 }  // namespace detail
 
 template <class E>
 concept Arithmetic = std::is_arithmetic_v<std::remove_cvref_t<E>>;
 
-#define PNN_DEFINE_UNARY(function, Op)                      \
-  template <AnyExpression E>                                \
-  auto function(E&& e) {                                    \
+#define PNN_DEFINE_UNARY(function, Op)                     \
+  template <AnyExpression E>                               \
+  auto function(E&& e) {                                   \
     return detail::make_unary<op::Op>(std::forward<E>(e)); \
   }
 PNN_DEFINE_UNARY(operator-, Negate)
@@ -270,19 +272,19 @@ PNN_DEFINE_UNARY(square, Square)
 #undef PNN_DEFINE_UNARY
 
 // Each binary operation takes two expressions, or an expression and a number on either side.
-#define PNN_DEFINE_BINARY(function, Op)                                                                  \
-  template <AnyExpression A, AnyExpression B>                                                            \
-  auto function(A&& a, B&& b) {                                                                          \
-    return detail::make_binary<op::Op>(std::forward<A>(a), std::forward<B>(b));                         \
-  }                                                                                                      \
-  template <AnyExpression A, Arithmetic S>                                                               \
-  auto function(A&& a, S s) {                                                                            \
-    using Leaf = detail::scalar_leaf_for<A>;                                                             \
+#define PNN_DEFINE_BINARY(function, Op)                                                                      \
+  template <AnyExpression A, AnyExpression B>                                                                \
+  auto function(A&& a, B&& b) {                                                                              \
+    return detail::make_binary<op::Op>(std::forward<A>(a), std::forward<B>(b));                              \
+  }                                                                                                          \
+  template <AnyExpression A, Arithmetic S>                                                                   \
+  auto function(A&& a, S s) {                                                                                \
+    using Leaf = detail::scalar_leaf_for<A>;                                                                 \
     return detail::make_binary<op::Op>(std::forward<A>(a), Leaf(static_cast<typename Leaf::value_type>(s))); \
-  }                                                                                                      \
-  template <Arithmetic S, AnyExpression B>                                                               \
-  auto function(S s, B&& b) {                                                                            \
-    using Leaf = detail::scalar_leaf_for<B>;                                                             \
+  }                                                                                                          \
+  template <Arithmetic S, AnyExpression B>                                                                   \
+  auto function(S s, B&& b) {                                                                                \
+    using Leaf = detail::scalar_leaf_for<B>;                                                                 \
     return detail::make_binary<op::Op>(Leaf(static_cast<typename Leaf::value_type>(s)), std::forward<B>(b)); \
   }
 PNN_DEFINE_BINARY(operator+, Add)

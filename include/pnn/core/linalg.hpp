@@ -28,8 +28,8 @@ GemmShape gemm_shape(const A& a, const B& b, const C& c, const GemmOptions& opti
   const index k = options.transpose_a ? a.dim(0) : a.dim(1);
   const index kb = options.transpose_b ? b.dim(1) : b.dim(0);
   const index n = options.transpose_b ? b.dim(0) : b.dim(1);
-  PNN_CHECK(k == kb && c.dim(0) == m && c.dim(1) == n, ShapeError, "gemm: op(A) is ", m, "x", k, ", op(B) is ", kb,
-            "x", n, " and C is ", c.dim(0), "x", c.dim(1));
+  PNN_CHECK(k == kb && c.dim(0) == m && c.dim(1) == n, ShapeError, "gemm: op(A) is ", m, "x", k, ", op(B) is ", kb, "x",
+            n, " and C is ", c.dim(0), "x", c.dim(1));
   return {m, n, k};
 }
 }  // namespace detail

@@ -33,13 +33,13 @@ enum class Init {
 };
 
 struct ParameterDeclaration {
-  std::string name;            // full name, e.g. "3.body.0.weight"
+  std::string name;  // full name, e.g. "3.body.0.weight"
   std::vector<index> shape;
   Init init = Init::zeros;
   index fan_in = 1;
   index fan_out = 1;
-  bool trainable = true;       // false for buffers: saved and loaded, never optimised (running statistics)
-  std::size_t layer = 0;       // the number of the model's layer that declared it (its name's first part)
+  bool trainable = true;  // false for buffers: saved and loaded, never optimised (running statistics)
+  std::size_t layer = 0;  // the number of the model's layer that declared it (its name's first part)
   index size() const {
     index n = 1;
     for (index d : shape) n *= d;

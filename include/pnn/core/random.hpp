@@ -55,10 +55,8 @@ class Generator {
   // Uniform in [0, 1), with all the precision of T's mantissa.
   template <class T = float>
   T uniform() {
-    if constexpr (sizeof(T) <= 4)
-      return static_cast<T>(next() >> 40) * static_cast<T>(0x1.0p-24);
-    else
-      return static_cast<T>(next() >> 11) * static_cast<T>(0x1.0p-53);
+    if constexpr (sizeof(T) <= 4) return static_cast<T>(next() >> 40) * static_cast<T>(0x1.0p-24);
+    else return static_cast<T>(next() >> 11) * static_cast<T>(0x1.0p-53);
   }
   template <class T = float>
   T uniform(T low, T high) {

@@ -51,9 +51,13 @@ class TensorView : public Expression<TensorView<T, Rank, D>> {
   // use rebind(other) for the first and copy(source, destination) for the second.
   const TensorView& operator=(const TensorView&) const = delete;  // const, like the others: no ambiguity
   template <AnyExpression E>
-  const TensorView& operator+=(const E& e) const { return *this = *this + e.self(); }
+  const TensorView& operator+=(const E& e) const {
+    return *this = *this + e.self();
+  }
   template <AnyExpression E>
-  const TensorView& operator-=(const E& e) const { return *this = *this - e.self(); }
+  const TensorView& operator-=(const E& e) const {
+    return *this = *this - e.self();
+  }
   const TensorView& operator*=(value_type s) const { return *this = *this * s; }
 
   // Points this view at other memory. (Assignment writes elements; this does not.)
@@ -102,8 +106,8 @@ class TensorView : public Expression<TensorView<T, Rank, D>> {
 
   // Rows [begin, begin + count) of the outermost dimension, e.g. a micro-batch of a batch.
   TensorView rows(index begin, index count) const {
-    PNN_CHECK(begin >= 0 && count >= 0 && begin + count <= shape_[0], ShapeError, "rows [", begin, ", ",
-              begin + count, ") are outside a tensor of shape ", format_extents<Rank>(shape_));
+    PNN_CHECK(begin >= 0 && count >= 0 && begin + count <= shape_[0], ShapeError, "rows [", begin, ", ", begin + count,
+              ") are outside a tensor of shape ", format_extents<Rank>(shape_));
     Extents<Rank> shape = shape_;
     shape[0] = count;
     return TensorView(data_ + begin * (size() / std::max<index>(shape_[0], 1)), shape);
@@ -201,10 +205,19 @@ class Tensor : public Expression<Tensor<T, Rank, D>> {
     return *this;
   }
   template <AnyExpression E>
-  Tensor& operator+=(const E& e) { view() += e.self(); return *this; }
+  Tensor& operator+=(const E& e) {
+    view() += e.self();
+    return *this;
+  }
   template <AnyExpression E>
-  Tensor& operator-=(const E& e) { view() -= e.self(); return *this; }
-  Tensor& operator*=(T s) { view() *= s; return *this; }
+  Tensor& operator-=(const E& e) {
+    view() -= e.self();
+    return *this;
+  }
+  Tensor& operator*=(T s) {
+    view() *= s;
+    return *this;
+  }
 
   // Changes the shape. Reallocates only when the capacity is too small; the contents are then unspecified.
   void resize(const Extents<Rank>& shape) {
@@ -229,26 +242,38 @@ class Tensor : public Expression<Tensor<T, Rank, D>> {
 
   TensorView<T, Rank, D> view() { return {data(), shape_}; }
   TensorView<const T, Rank, D> view() const { return {data(), shape_}; }
-  operator TensorView<T, Rank, D>() { return view(); }               // NOLINT: a tensor is usable as a view
-  operator TensorView<const T, Rank, D>() const { return view(); }   // NOLINT
+  operator TensorView<T, Rank, D>() { return view(); }              // NOLINT: a tensor is usable as a view
+  operator TensorView<const T, Rank, D>() const { return view(); }  // NOLINT
 
   template <std::integral... I>
     requires(sizeof...(I) == Rank && std::is_same_v<D, cpu>)
-  T& operator()(I... indices) { return view()(indices...); }
+  T& operator()(I... indices) {
+    return view()(indices...);
+  }
   template <std::integral... I>
     requires(sizeof...(I) == Rank && std::is_same_v<D, cpu>)
-  const T& operator()(I... indices) const { return view()(indices...); }
+  const T& operator()(I... indices) const {
+    return view()(indices...);
+  }
   T& operator[](index i)
     requires std::is_same_v<D, cpu>
-  { return view()[i]; }
+  {
+    return view()[i];
+  }
   const T& operator[](index i) const
     requires std::is_same_v<D, cpu>
-  { return view()[i]; }
+  {
+    return view()[i];
+  }
 
   template <std::size_t R2>
-  TensorView<T, R2, D> reshape(const Extents<R2>& shape) { return view().reshape(shape); }
+  TensorView<T, R2, D> reshape(const Extents<R2>& shape) {
+    return view().reshape(shape);
+  }
   template <std::size_t R2>
-  TensorView<const T, R2, D> reshape(const Extents<R2>& shape) const { return view().reshape(shape); }
+  TensorView<const T, R2, D> reshape(const Extents<R2>& shape) const {
+    return view().reshape(shape);
+  }
   TensorView<T, 1, D> flat() { return view().flat(); }
   TensorView<const T, 1, D> flat() const { return view().flat(); }
 
@@ -265,8 +290,9 @@ class Tensor : public Expression<Tensor<T, Rank, D>> {
 // of the same function, defined by the device's headers (host <-> cuda in include/pnn/cuda/).
 template <class T, std::size_t R, class D>
 void copy(TensorView<const T, R, D> source, TensorView<T, R, D> destination) {
-  PNN_CHECK(source.size() == destination.size(), ShapeError, "copy between tensors of different sizes: ",
-            format_extents<R>(source.shape()), " and ", format_extents<R>(destination.shape()));
+  PNN_CHECK(source.size() == destination.size(), ShapeError,
+            "copy between tensors of different sizes: ", format_extents<R>(source.shape()), " and ",
+            format_extents<R>(destination.shape()));
   DeviceTraits<D>::copy(destination.data(), source.data(), sizeof(T) * static_cast<std::size_t>(source.size()));
 }
 

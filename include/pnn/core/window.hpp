@@ -26,8 +26,8 @@ struct ConvolutionGeometry {
   index output_width = 0;
 
   // Derives the output size. A window larger than the padded input gives a geometry that does not fit().
-  static constexpr ConvolutionGeometry make(index channels, index height, index width, index kernel,
-                                            index stride = 1, index padding = 0) {
+  static constexpr ConvolutionGeometry make(index channels, index height, index width, index kernel, index stride = 1,
+                                            index padding = 0) {
     ConvolutionGeometry g{channels, height, width, kernel, stride, padding, 0, 0};
     if (stride > 0 && kernel <= height + 2 * padding && kernel <= width + 2 * padding) {
       g.output_height = (height + 2 * padding - kernel) / stride + 1;
@@ -37,8 +37,8 @@ struct ConvolutionGeometry {
   }
 
   constexpr bool fits() const {
-    return channels > 0 && height > 0 && width > 0 && kernel > 0 && stride > 0 && padding >= 0 &&
-           output_height > 0 && output_width > 0;
+    return channels > 0 && height > 0 && width > 0 && kernel > 0 && stride > 0 && padding >= 0 && output_height > 0 &&
+           output_width > 0;
   }
   // Elements of one input sample, of one output channel plane, of one im2col row.
   constexpr index input_size() const { return height * width * channels; }
@@ -54,8 +54,7 @@ template <class In>
 constexpr ConvolutionGeometry window_geometry(index kernel, index stride, index padding) {
   if constexpr (In::rank == 3)
     return ConvolutionGeometry::make(In::dims[0], In::dims[1], In::dims[2], kernel, stride, padding);
-  else
-    return ConvolutionGeometry{};
+  else return ConvolutionGeometry{};
 }
 
 // Where max pooling found each maximum: an offset into the sample's input row. 32 bits halve the
@@ -71,11 +70,11 @@ inline void check_geometry(const ConvolutionGeometry& g, const char* kernel) {
 template <class A, class B>
 void check_rows(const A& images, index image_size, const B& windows, index window_rows, index window_size,
                 const char* kernel) {
-  PNN_CHECK(images.dim(1) == image_size && windows.dim(0) == images.dim(0) * window_rows &&
-                windows.dim(1) == window_size,
-            ShapeError, kernel, ": a batch of shape ", format_extents<2>(images.shape()), " and ",
-            format_extents<2>(windows.shape()), " do not fit the geometry (expected (batch, ", image_size,
-            ") and (batch * ", window_rows, ", ", window_size, "))");
+  PNN_CHECK(
+      images.dim(1) == image_size && windows.dim(0) == images.dim(0) * window_rows && windows.dim(1) == window_size,
+      ShapeError, kernel, ": a batch of shape ", format_extents<2>(images.shape()), " and ",
+      format_extents<2>(windows.shape()), " do not fit the geometry (expected (batch, ", image_size, ") and (batch * ",
+      window_rows, ", ", window_size, "))");
 }
 
 // The argument checks of each kernel, shared by every device's implementation (core here, cuda in
@@ -115,8 +114,8 @@ void check_max_pool_forward(const Input& input, const ConvolutionGeometry& geome
             " elements are too large for 32-bit argmax offsets");
 }
 template <class Gradient, class Argmax, class Input>
-void check_max_pool_backward(const Gradient& output_gradient, const Argmax& argmax,
-                             const ConvolutionGeometry& geometry, const Input& input_gradient) {
+void check_max_pool_backward(const Gradient& output_gradient, const Argmax& argmax, const ConvolutionGeometry& geometry,
+                             const Input& input_gradient) {
   check_pool_backward(output_gradient, geometry, input_gradient, "max_pool_backward");
   PNN_CHECK(argmax.shape() == output_gradient.shape(), ShapeError, "max_pool_backward: argmax has shape ",
             format_extents<2>(argmax.shape()), ", the output gradient ", format_extents<2>(output_gradient.shape()));

@@ -59,10 +59,8 @@ auto lower(const BinaryNode<Op, A, B>& e, const Segment& s) {
 // A reduction over a scalar-only tree still has to produce an array.
 template <class T, class X>
 auto as_array(const X& x, index length) {
-  if constexpr (std::is_arithmetic_v<X>)
-    return Eigen::Array<T, Eigen::Dynamic, 1>::Constant(length, x);
-  else
-    return x;
+  if constexpr (std::is_arithmetic_v<X>) return Eigen::Array<T, Eigen::Dynamic, 1>::Constant(length, x);
+  else return x;
 }
 
 // Calls visit(segment) for consecutive segments covering [0, full).
@@ -71,8 +69,7 @@ void for_each_segment(index full, index period, index chunk, Visit&& visit) {
   if (full <= 0) return;
   period = std::max<index>(1, std::min(period, full));
   for (index base = 0; base < full; base += period)
-    for (index j = 0; j < period; j += chunk)
-      visit(Segment{base + j, std::min(chunk, period - j), full});
+    for (index j = 0; j < period; j += chunk) visit(Segment{base + j, std::min(chunk, period - j), full});
 }
 
 }  // namespace cpu_lowering
@@ -107,9 +104,8 @@ struct Executor<cpu> {
       period = std::min(period, a.expression.broadcast_period(full));
     };
     (check(assignments), ...);
-    cpu_lowering::for_each_segment(full, period, fused_chunk, [&](const cpu_lowering::Segment& s) {
-      (assign_segment(assignments, s), ...);
-    });
+    cpu_lowering::for_each_segment(full, period, fused_chunk,
+                                   [&](const cpu_lowering::Segment& s) { (assign_segment(assignments, s), ...); });
   }
 
   template <class E>

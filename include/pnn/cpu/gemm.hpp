@@ -5,17 +5,18 @@
 // slices (at most block_depth deep) and the rows into row blocks (block_rows high). For each column block
 // and depth slice, op(B) is packed into panels tile_columns wide in the order the micro-kernel reads
 // them (panel by panel as the first row block reaches it, so each is used while still in L1), and for
-// each row block op(A) into panels tile_rows high; the packing routines absorb the transposes. The micro-kernel keeps a tile_rows x tile_columns tile of C in vector registers and adds
-// one outer product per step of the depth: a broadcast of each A element, fused multiply-adds with the
-// vectors of the B row. alpha and beta are applied once, when the tile is stored.
+// each row block op(A) into panels tile_rows high; the packing routines absorb the transposes. The micro-kernel keeps a
+// tile_rows x tile_columns tile of C in vector registers and adds one outer product per step of the depth: a broadcast
+// of each A element, fused multiply-adds with the vectors of the B row. alpha and beta are applied once, when the tile
+// is stored.
 //
 // Packing is skipped where it would only copy, which is what makes the skinny products of training fast
 // (im2col x W^T with 16 or 32 output channels, weight gradients whose depth is the batch): the kernel
 // broadcasts single elements of A, so op(A) needs no layout and is read in place when its rows (or, for
 // a narrow C, its columns) are contiguous; a non-transposed op(B) is read in place when few row tiles
-// reuse each panel. (Not when rows are a multiple of 2 KB apart: such panels evict themselves.) Operands read in place are prefetched a panel ahead, since the hardware prefetchers
-// miss their short strided streams. Tiles at the right and bottom edges run the same kernel with
-// clamped rows and masked loads, into a tile in local memory.
+// reuse each panel. (Not when rows are a multiple of 2 KB apart: such panels evict themselves.) Operands read in place
+// are prefetched a panel ahead, since the hardware prefetchers miss their short strided streams. Tiles at the right and
+// bottom edges run the same kernel with clamped rows and masked loads, into a tile in local memory.
 //
 // The tile follows the instruction set the user compiles for: 12 x 32 with AVX-512, 6 x 16 with AVX2
 // and FMA, 6 x 8 with plain 16-byte vectors otherwise. pnn never adds compiler flags: build with
@@ -309,15 +310,16 @@ template <class Shape, bool ContiguousRows>
     const float* row[Shape::tile_rows];
 #pragma GCC unroll 16
     for (int i = 0; i < Shape::tile_rows; ++i) row[i] = a.data + i * a.row_stride;
-    accumulate<Shape>(sums, depth, load_b_row, [&](int i, index p) { return row[i][p]; },
-                      [&] { b_row += b.row_stride; });
+    accumulate<Shape>(
+        sums, depth, load_b_row, [&](int i, index p) { return row[i][p]; }, [&] { b_row += b.row_stride; });
   } else {
     const float* column = a.data;
-    accumulate<Shape>(sums, depth, load_b_row, [&](int i, index) { return column[i]; },
-                      [&] {
-                        column += a.column_stride;
-                        b_row += b.row_stride;
-                      });
+    accumulate<Shape>(
+        sums, depth, load_b_row, [&](int i, index) { return column[i]; },
+        [&] {
+          column += a.column_stride;
+          b_row += b.row_stride;
+        });
   }
   finish_tile<Shape>(sums, c, c_row_stride, alpha, beta);
 }
@@ -471,7 +473,8 @@ void pack_b(const StridedMatrix& b, index depth, index columns, float* packed) {
       if constexpr (tile % 8 == 0) {
         for (; j + 8 <= valid; j += 8) {
           index p = 0;
-          for (; p + 8 <= depth; p += 8) transpose_rows<8>(b.at(p, column + j), b.column_stride, packed + p * tile + j, tile);
+          for (; p + 8 <= depth; p += 8)
+            transpose_rows<8>(b.at(p, column + j), b.column_stride, packed + p * tile + j, tile);
           for (; p < depth; ++p)
             for (index jj = j; jj < j + 8; ++jj) packed[p * tile + jj] = *b.at(p, column + jj);
         }
@@ -510,8 +513,7 @@ inline Workspace& workspace() {
 inline void scale(index m, index n, float beta, float* c, index c_row_stride) {
   for (index i = 0; i < m; ++i) {
     float* row = c + i * c_row_stride;
-    if (beta == 0)
-      std::fill(row, row + n, 0.0f);
+    if (beta == 0) std::fill(row, row + n, 0.0f);
     else if (beta != 1)
       for (index j = 0; j < n; ++j) row[j] *= beta;
   }
@@ -571,21 +573,18 @@ void multiply_block(index rows, index columns, index depth, const BlockOperands&
     if (operands.pack_b_panels)
       pack_b<Shape>(StridedMatrix{operands.b.at(0, column), operands.b.row_stride, operands.b.column_stride}, depth,
                     valid_columns, operands.packed_b + column * depth);
-    const PanelB b_panel = operands.packed_b
-                               ? PanelB{operands.packed_b + column * depth, tile_columns, tile_columns}
-                               : PanelB{operands.b.at(0, column), operands.b.row_stride, valid_columns};
+    const PanelB b_panel = operands.packed_b ? PanelB{operands.packed_b + column * depth, tile_columns, tile_columns}
+                                             : PanelB{operands.b.at(0, column), operands.b.row_stride, valid_columns};
     for (index row = 0; row < rows; row += tile_rows) {
       const index valid_rows = std::min<index>(tile_rows, rows - row);
-      const PanelA a_panel =
-          operands.packed_a
-              ? PanelA{operands.packed_a + row * depth, 1, tile_rows, valid_rows}
-              : PanelA{operands.a.at(row, 0), operands.a.row_stride, operands.a.column_stride, valid_rows};
+      const PanelA a_panel = operands.packed_a ? PanelA{operands.packed_a + row * depth, 1, tile_rows, valid_rows}
+                                               : PanelA{operands.a.at(row, 0), operands.a.row_stride,
+                                                        operands.a.column_stride, valid_rows};
       float* c_tile = c + row * c_row_stride + column;
       if (valid_rows == tile_rows && valid_columns == tile_columns)
         multiply_tile<Shape, ContiguousRows>(depth, a_panel, b_panel, c_tile, c_row_stride, alpha, beta,
                                              prefetch_for(row, column));
-      else
-        multiply_edge_tile<Shape>(depth, a_panel, b_panel, c_tile, c_row_stride, valid_columns, alpha, beta);
+      else multiply_edge_tile<Shape>(depth, a_panel, b_panel, c_tile, c_row_stride, valid_columns, alpha, beta);
     }
   }
 }
@@ -617,8 +616,7 @@ void multiply_serial(index m, index n, index k, index slice, float alpha, const 
   // then cost more than it saves; but not when its rows are a conflicting stride apart.
   const bool b_in_place =
       b.column_stride == 1 &&
-      (plan.b == Packing::in_place ||
-       (plan.b == Packing::automatic && m <= 512 && !conflicting_stride(b.row_stride)));
+      (plan.b == Packing::in_place || (plan.b == Packing::automatic && m <= 512 && !conflicting_stride(b.row_stride)));
 
   Workspace& buffers = workspace();
   const index padded_rows = (std::min(Shape::block_rows, m) + tile_rows - 1) / tile_rows * tile_rows;
@@ -640,8 +638,7 @@ void multiply_serial(index m, index n, index k, index slice, float alpha, const 
         float* c_block = c + row_block * c_row_stride + column_block;
         if (!packed_a && a.column_stride == 1)
           multiply_block<Shape, true>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
-        else
-          multiply_block<Shape, false>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
+        else multiply_block<Shape, false>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
       }
     }
   }
@@ -708,8 +705,8 @@ void multiply(index m, index n, index k, float alpha, const StridedMatrix& a, co
             std::min(n, column_tiles * (column_part + 1) / split.column_parts * Shape::tile_columns);
         const StridedMatrix a_part{a.at(row_begin, 0), a.row_stride, a.column_stride};
         const StridedMatrix b_part{b.at(0, column_begin), b.row_stride, b.column_stride};
-        multiply_serial<Shape>(row_end - row_begin, column_end - column_begin, k, slice, alpha, a_part, b_part,
-                               beta, c + row_begin * c_row_stride + column_begin, c_row_stride, plan);
+        multiply_serial<Shape>(row_end - row_begin, column_end - column_begin, k, slice, alpha, a_part, b_part, beta,
+                               c + row_begin * c_row_stride + column_begin, c_row_stride, plan);
       }
     } catch (...) {
 #pragma omp critical(pnn_gemm_failure)
@@ -734,7 +731,7 @@ inline void sgemm(index m, index n, index k, float alpha, const StridedMatrix& a
   detail::multiply<NativeShape>(m, n, k, alpha, a, b, beta, c, c_row_stride, max_threads);
 }
 
-}  // inline namespace PNN_GEMM_ISA
+}  // namespace PNN_GEMM_ISA
 }  // namespace pnn::cpu_gemm
 
 #undef PNN_GEMM_ISA

@@ -108,8 +108,7 @@ void im2col(TensorView<const T, 2, cpu> input, const ConvolutionGeometry& geomet
           const T* source = window + kh * padded_width * channels;
           if (out < exact_from) [[likely]]
             detail::copy_vectors(source, out, run_vectors);
-          else
-            std::copy_n(source, run, out);
+          else std::copy_n(source, run, out);
         }
       }
     }

@@ -42,7 +42,10 @@ void eigen_gemm(TensorView<const T, 2, cpu> a, TensorView<const T, 2, cpu> b, Te
   if (m == 0 || n == 0) return;
   const T alpha = static_cast<T>(options.alpha);
   if (options.beta == 0) {
-    if (k == 0) { cm.setZero(); return; }
+    if (k == 0) {
+      cm.setZero();
+      return;
+    }
   } else if (options.beta != 1) {
     cm *= static_cast<T>(options.beta);
   }
@@ -50,10 +53,8 @@ void eigen_gemm(TensorView<const T, 2, cpu> a, TensorView<const T, 2, cpu> b, Te
   const auto am = map<T>(a);
   const auto bm = map<T>(b);
   auto run = [&](const auto& lhs, const auto& rhs) {
-    if (options.beta == 0)
-      cm.noalias() = alpha * lhs * rhs;
-    else
-      cm.noalias() += alpha * lhs * rhs;
+    if (options.beta == 0) cm.noalias() = alpha * lhs * rhs;
+    else cm.noalias() += alpha * lhs * rhs;
   };
   if (!options.transpose_a && !options.transpose_b) run(am, bm);
   else if (!options.transpose_a && options.transpose_b) run(am, bm.transpose());

@@ -8,7 +8,8 @@
 // (linalg.cuh), the convolution and pooling kernels (kernels.cuh), softmax cross-entropy (loss.cuh), and
 // the events the strategies time the device with (timeline.cuh).
 // The layers, losses and optimisers call these through the same free functions as on the CPU (the
-// Backend concept, core/backend.hpp, checked below), so every layer runs on cuda unchanged. The NCCL communicator is separate: <pnn/cuda/nccl.cuh>.
+// Backend concept, core/backend.hpp, checked below), so every layer runs on cuda unchanged. The NCCL communicator is
+// separate: <pnn/cuda/nccl.cuh>.
 #pragma once
 
 #include "pnn/pnn.hpp"

@@ -129,19 +129,25 @@ struct SumReduction {
   template <class V>
   using accumulator = std::conditional_t<std::is_floating_point_v<V>, double, V>;  // long sums stay accurate
   template <class A>
-  __device__ static A combine(A a, A b) { return a + b; }
+  __device__ static A combine(A a, A b) {
+    return a + b;
+  }
 };
 struct MaximumReduction {
   template <class V>
   using accumulator = V;
   template <class A>
-  __device__ static A combine(A a, A b) { return b > a ? b : a; }
+  __device__ static A combine(A a, A b) {
+    return b > a ? b : a;
+  }
 };
 struct MinimumReduction {
   template <class V>
   using accumulator = V;
   template <class A>
-  __device__ static A combine(A a, A b) { return b < a ? b : a; }
+  __device__ static A combine(A a, A b) {
+    return b < a ? b : a;
+  }
 };
 
 // Combines the block's values in shared memory in a fixed tree order; thread 0 ends with the result.
@@ -207,7 +213,7 @@ auto assignment_argument(const A& assignment) {
       assignment.destination.data(), to_kernel(assignment.expression)};
 }
 
-}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
 template <>
@@ -218,9 +224,8 @@ struct Executor<cuda> {
                   "cannot assign an expression over another device to a cuda tensor: copy its operands with pnn::copy");
     static_assert(!std::is_const_v<T>, "cannot assign to a view of const elements");
     detail::check_assignment_shape(destination, expression);
-    cuda_detail::launch_assign(destination.size(),
-                               cuda_detail::AssignmentArgument<T, cuda_detail::kernel_form<E>>{
-                                   destination.data(), cuda_detail::to_kernel(expression)});
+    cuda_detail::launch_assign(destination.size(), cuda_detail::AssignmentArgument<T, cuda_detail::kernel_form<E>>{
+                                                       destination.data(), cuda_detail::to_kernel(expression)});
   }
 
   template <class... A>

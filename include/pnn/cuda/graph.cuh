@@ -253,7 +253,8 @@ class CudaGraphStep {
     stack.forward(TensorView<const T, 2, cuda>(inputs_.view()), trace_, context);
     CudaDeviceLoss<LossFunction>::enqueue(loss_, trace_.output(), target_view(targets_.view()),
                                           trace_.output_gradient.view(), scratch_);
-    stack.backward(TensorView<const T, 2, cuda>(trace_.output_gradient.view()), TensorView<T, 2, cuda>{}, trace_, context);
+    stack.backward(TensorView<const T, 2, cuda>(trace_.output_gradient.view()), TensorView<T, 2, cuda>{}, trace_,
+                   context);
     optimizer_.step(model_.parameters());
   }
 
@@ -286,18 +287,22 @@ class CudaGraphStep {
     if (ended != cudaSuccess) {
       if (graph) (void)cudaGraphDestroy(graph);
       (void)cudaGetLastError();
-      throw CudaError(detail::concat(
-          "CudaGraphStep: the capture of the training step was invalidated: ", cudaGetErrorString(ended), " (",
-          cudaGetErrorName(ended), "). Something in the step synchronised with the host or used a stream the "
-          "capture does not know; another thread may have used pnn's stream of this device meanwhile"));
+      throw CudaError(
+          detail::concat("CudaGraphStep: the capture of the training step was invalidated: ", cudaGetErrorString(ended),
+                         " (", cudaGetErrorName(ended),
+                         "). Something in the step synchronised with the host or used a stream the "
+                         "capture does not know; another thread may have used pnn's stream of this device meanwhile"));
     }
     if (!ledger.live.empty() || !ledger.foreign.empty()) {
       // The graph is deliberately not destroyed (a leak, on this error path only) and never runs: the layer
       // that kept memory holds one of its addresses, which must not be handed out again while the layer
       // may still free it (deallocate() declines to).
       throw CudaError(detail::concat(
-          "CudaGraphStep: the captured step allocates ", ledger.live.size(), " block(s) of device memory that outlive "
-          "it and releases ", ledger.foreign.size(), " allocated before it: something in the step (a layer, the loss "
+          "CudaGraphStep: the captured step allocates ", ledger.live.size(),
+          " block(s) of device memory that outlive "
+          "it and releases ",
+          ledger.foreign.size(),
+          " allocated before it: something in the step (a layer, the loss "
           "or the update rule) keeps a buffer it first allocates, grows or replaces inside the step. A replay would "
           "allocate such a buffer anew and lose its contents; size it in the eager first step instead. That part of "
           "the model now holds an address in a graph that never runs: make the model anew"));

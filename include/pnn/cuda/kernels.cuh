@@ -9,7 +9,6 @@
 // average pooling's multiply-add into an FMA, and a -0 gradient comes back +0 (the sums start at 0).
 #pragma once
 
-
 #include "pnn/core/window.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/cuda/memory.cuh"
@@ -215,15 +214,15 @@ void launch_over(const char* kernel_name, const void* memory, index total, void 
   check(cudaGetLastError(), detail::concat("launch of ", kernel_name).c_str(), __FILE__, __LINE__);
 }
 
-}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
 template <class T>
 void im2col(TensorView<const T, 2, cuda> input, const ConvolutionGeometry& geometry, TensorView<T, 2, cuda> columns) {
   detail::check_im2col(input, geometry, columns);
   const index total = columns.size();
-  cuda_detail::launch_over("im2col_kernel", columns.data(), total, cuda_detail::im2col_kernel<T>,
-                          input.data(), geometry, total, columns.data());
+  cuda_detail::launch_over("im2col_kernel", columns.data(), total, cuda_detail::im2col_kernel<T>, input.data(),
+                           geometry, total, columns.data());
 }
 
 template <class T>
@@ -231,8 +230,8 @@ void col2im(TensorView<const T, 2, cuda> columns, const ConvolutionGeometry& geo
             TensorView<T, 2, cuda> input_gradient) {
   detail::check_col2im(columns, geometry, input_gradient);
   const index total = input_gradient.size();
-  cuda_detail::launch_over("col2im_kernel", input_gradient.data(), total, cuda_detail::col2im_kernel<T>,
-                          columns.data(), geometry, total, input_gradient.data());
+  cuda_detail::launch_over("col2im_kernel", input_gradient.data(), total, cuda_detail::col2im_kernel<T>, columns.data(),
+                           geometry, total, input_gradient.data());
 }
 
 template <class T>
@@ -241,7 +240,7 @@ void max_pool_forward(TensorView<const T, 2, cuda> input, const ConvolutionGeome
   detail::check_max_pool_forward(input, geometry, output, argmax);
   const index total = output.size();
   cuda_detail::launch_over("max_pool_forward_kernel", output.data(), total, cuda_detail::max_pool_forward_kernel<T>,
-                          input.data(), geometry, total, output.data(), argmax.data());
+                           input.data(), geometry, total, output.data(), argmax.data());
 }
 
 template <class T>
@@ -250,8 +249,8 @@ void max_pool_backward(TensorView<const T, 2, cuda> output_gradient, TensorView<
   detail::check_max_pool_backward(output_gradient, argmax, geometry, input_gradient);
   const index total = input_gradient.size();
   cuda_detail::launch_over("max_pool_backward_kernel", input_gradient.data(), total,
-                          cuda_detail::max_pool_backward_kernel<T>, output_gradient.data(), argmax.data(),
-                          geometry, total, input_gradient.data());
+                           cuda_detail::max_pool_backward_kernel<T>, output_gradient.data(), argmax.data(), geometry,
+                           total, input_gradient.data());
 }
 
 template <class T>
@@ -261,7 +260,7 @@ void avg_pool_forward(TensorView<const T, 2, cuda> input, const ConvolutionGeome
   const index total = output.size();
   const T scale = T(1) / static_cast<T>(geometry.kernel * geometry.kernel);
   cuda_detail::launch_over("avg_pool_forward_kernel", output.data(), total, cuda_detail::avg_pool_forward_kernel<T>,
-                          input.data(), geometry, total, scale, output.data());
+                           input.data(), geometry, total, scale, output.data());
 }
 
 template <class T>
@@ -271,8 +270,8 @@ void avg_pool_backward(TensorView<const T, 2, cuda> output_gradient, const Convo
   const index total = input_gradient.size();
   const T scale = T(1) / static_cast<T>(geometry.kernel * geometry.kernel);
   cuda_detail::launch_over("avg_pool_backward_kernel", input_gradient.data(), total,
-                          cuda_detail::avg_pool_backward_kernel<T>, output_gradient.data(), geometry, total,
-                          scale, input_gradient.data());
+                           cuda_detail::avg_pool_backward_kernel<T>, output_gradient.data(), geometry, total, scale,
+                           input_gradient.data());
 }
 
 }  // namespace pnn

@@ -122,9 +122,9 @@ void gemm(TensorView<const T, 2, cuda> a, TensorView<const T, 2, cuda> b, Tensor
   cuda_detail::DeviceGuard guard(device);
   cublasHandle_t handle = cuda_detail::cublas_handle(device);
   const T alpha = static_cast<T>(options.alpha), beta = static_cast<T>(options.beta);
-  const cublasComputeType_t compute = std::is_same_v<T, double>  ? CUBLAS_COMPUTE_64F
+  const cublasComputeType_t compute = std::is_same_v<T, double>    ? CUBLAS_COMPUTE_64F
                                       : cuda_settings().allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                                  : CUBLAS_COMPUTE_32F;
+                                                                   : CUBLAS_COMPUTE_32F;
   const cuda_detail::CublasProduct<T> p = cuda_detail::cublas_product(a, b, c, options);
   PNN_CUDA_CHECK(cublasGemmEx(handle, p.transa, p.transb, p.m, p.n, p.k, &alpha, p.A, cuda_detail::cublas_type<T>(),
                               p.lda, p.B, cuda_detail::cublas_type<T>(), p.ldb, &beta, p.C,
@@ -144,9 +144,8 @@ inline constexpr int column_sum_lanes = 8;     // per block: threads down the ro
 // lane, lane + 8, ... of the chunk; the 8 lanes are then added in order. With one chunk the sum goes
 // straight into destination; otherwise into partials[chunk][column].
 template <class T>
-PNN_KERNEL_WITH_BLOCK(column_sum_columns * column_sum_lanes)
-void column_sums_kernel(const T* matrix, index rows, index columns, index rows_per_chunk, T* partials,
-                        T* destination) {
+PNN_KERNEL_WITH_BLOCK(column_sum_columns* column_sum_lanes)
+void column_sums_kernel(const T* matrix, index rows, index columns, index rows_per_chunk, T* partials, T* destination) {
   __shared__ T lanes[column_sum_lanes][column_sum_columns];
   const index column = static_cast<index>(blockIdx.x) * column_sum_columns + threadIdx.x;
   const index begin = static_cast<index>(blockIdx.y) * rows_per_chunk;
@@ -173,7 +172,7 @@ PNN_KERNEL void add_partials_kernel(const T* partials, index chunks, index colum
   }
 }
 
-}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
 // dst[j] += sum over rows i of m(i, j): the bias gradient of a batch.
@@ -184,7 +183,8 @@ void add_column_sums(TensorView<const T, 2, cuda> m, TensorView<T, 1, cuda> dst)
             " elements");
   const index rows = m.dim(0), columns = m.dim(1);
   if (rows == 0 || columns == 0) return;
-  const index chunks = std::min(column_sum_max_chunks, (rows + column_sum_rows_per_chunk - 1) / column_sum_rows_per_chunk);
+  const index chunks =
+      std::min(column_sum_max_chunks, (rows + column_sum_rows_per_chunk - 1) / column_sum_rows_per_chunk);
   const index rows_per_chunk = (rows + chunks - 1) / chunks;
   const index column_blocks = (columns + column_sum_columns - 1) / column_sum_columns;
   PNN_CHECK(column_blocks <= INT_MAX, ArgumentError, "add_column_sums: ", columns, " columns are too many");
@@ -194,11 +194,12 @@ void add_column_sums(TensorView<const T, 2, cuda> m, TensorView<T, 1, cuda> dst)
   Buffer<T, cuda> partials(chunks > 1 ? chunks * columns : 0);
   const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(chunks));
   const dim3 block(column_sum_columns, column_sum_lanes);
-  column_sums_kernel<T><<<grid, block, 0, stream>>>(m.data(), rows, columns, rows_per_chunk, partials.data(), dst.data());
+  column_sums_kernel<T>
+      <<<grid, block, 0, stream>>>(m.data(), rows, columns, rows_per_chunk, partials.data(), dst.data());
   PNN_CUDA_CHECK_LAUNCH("column_sums_kernel");
   if (chunks > 1) {
-    add_partials_kernel<T><<<grid_blocks(columns, device), block_threads, 0, stream>>>(partials.data(), chunks, columns,
-                                                                                       dst.data());
+    add_partials_kernel<T>
+        <<<grid_blocks(columns, device), block_threads, 0, stream>>>(partials.data(), chunks, columns, dst.data());
     PNN_CUDA_CHECK_LAUNCH("add_partials_kernel");
   }
 }

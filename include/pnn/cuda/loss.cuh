@@ -59,7 +59,7 @@ void enqueue_softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorVi
   PNN_CUDA_CHECK_LAUNCH("softmax_cross_entropy_kernel");
 }
 
-}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
 // Mean softmax cross-entropy of a batch; writes its gradient into `gradient` unless that view is empty.
@@ -100,7 +100,9 @@ template <class T>
 struct CudaLossScratch {
   CudaLossScratch() = default;
   explicit CudaLossScratch(index rows)
-      : row_losses(Extents<1>{rows}), partials(Extents<1>{PNN_CUDA_REDUCTION_BLOCKS}), mean(Extents<1>{1}),
+      : row_losses(Extents<1>{rows}),
+        partials(Extents<1>{PNN_CUDA_REDUCTION_BLOCKS}),
+        mean(Extents<1>{1}),
         first_invalid_row(Extents<1>{1}) {}
   Tensor<double, 1, cuda> row_losses;  // per sample (softmax cross-entropy)
   Tensor<double, 1, cuda> partials;    // per block of the reduction's first pass
@@ -131,12 +133,12 @@ void enqueue_mean(const Argument& argument, index count, double divisor, T scale
   const auto blocks = static_cast<unsigned>(std::clamp<index>(wanted, 1, PNN_CUDA_REDUCTION_BLOCKS));
   reduce_kernel<SumReduction><<<blocks, block_threads, 0, stream>>>(argument, count, 0.0, scratch.partials.data());
   PNN_CUDA_CHECK_LAUNCH("reduce_kernel");
-  mean_of_partials_kernel<T><<<1, block_threads, 0, stream>>>(scratch.partials.data(), blocks, divisor, scale,
-                                                              scratch.mean.data());
+  mean_of_partials_kernel<T>
+      <<<1, block_threads, 0, stream>>>(scratch.partials.data(), blocks, divisor, scale, scratch.mean.data());
   PNN_CUDA_CHECK_LAUNCH("mean_of_partials_kernel");
 }
 
-}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
 // CudaDeviceLoss<Loss>::enqueue(loss, output, targets, gradient, scratch): the loss's gradient into
@@ -158,8 +160,8 @@ struct CudaDeviceLoss<SoftmaxCrossEntropy> {
                       CudaLossScratch<T>& scratch) {
     using namespace cuda_detail;
     const index batch = logits.dim(0);
-    PNN_CHECK(labels.size() == batch && scratch.row_losses.size() == batch, ShapeError, "softmax cross-entropy: ",
-              batch, " rows of logits but ", labels.size(), " labels");
+    PNN_CHECK(labels.size() == batch && scratch.row_losses.size() == batch, ShapeError,
+              "softmax cross-entropy: ", batch, " rows of logits but ", labels.size(), " labels");
     const int device = current_device();
     cudaStream_t stream = cuda_stream(device);
     // The eager loss's launch, so gradient and loss have pnn::train_step's bits.

@@ -121,8 +121,9 @@ static_assert(Device<cuda>);
 namespace cuda_detail {
 template <class Source, class Destination>
 void check_copy_sizes(const Source& source, const Destination& destination, const char* direction) {
-  PNN_CHECK(source.size() == destination.size(), ShapeError, "copy ", direction, " between tensors of different sizes: ",
-            format_extents<Source::rank>(source.shape()), " and ", format_extents<Destination::rank>(destination.shape()));
+  PNN_CHECK(source.size() == destination.size(), ShapeError, "copy ", direction,
+            " between tensors of different sizes: ", format_extents<Source::rank>(source.shape()), " and ",
+            format_extents<Destination::rank>(destination.shape()));
 }
 }  // namespace cuda_detail
 

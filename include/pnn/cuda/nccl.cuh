@@ -83,18 +83,21 @@ constexpr ncclDataType_t nccl_type() {
   else if constexpr (std::is_same_v<T, std::int32_t>) return ncclInt32;
   else if constexpr (std::is_same_v<T, std::int64_t>) return ncclInt64;
   else if constexpr (std::is_same_v<T, std::uint64_t>) return ncclUint64;
-  else static_assert(always_false<T>, "Nccl: no NCCL data type for this element type (float, double, int32, int64, uint64)");
+  else
+    static_assert(always_false<T>,
+                  "Nccl: no NCCL data type for this element type (float, double, int32, int64, uint64)");
 }
 
 inline namespace PNN_CUDA_ABI_TAG {
 // A message's header, written on the device so that sending never waits on a host-to-device copy. A
 // template, as every pnn kernel, so that each translation unit including this header may define it.
 template <class I>
-PNN_KERNEL_WITH_BLOCK(1) void write_message_header(I* header, I tag, I count) {
+PNN_KERNEL_WITH_BLOCK(1)
+void write_message_header(I* header, I tag, I count) {
   header[0] = tag;
   header[1] = count;
 }
-}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace PNN_CUDA_ABI_TAG
 
 // What the ranks of one in-process group share: whether one of them failed, and why.
 class NcclGroupState {
@@ -277,8 +280,8 @@ class Nccl {
   void send(TensorView<const T, 1, cuda> data, int destination, int tag) {
     check_peer(destination, "send");
     PNN_CHECK(destination != rank(), ArgumentError, "send: rank ", rank(), " cannot send to itself over Nccl");
-    const std::string description = detail::concat("send of ", data.size(), " ", type_name<T>(),
-                                                   "s to rank ", destination, " (tag ", tag, ")");
+    const std::string description =
+        detail::concat("send of ", data.size(), " ", type_name<T>(), "s to rank ", destination, " (tag ", tag, ")");
     Scope scope(*this, description);
     const int channel = destination > rank() ? upward : downward;
     cudaStream_t stream = state_->streams[static_cast<std::size_t>(channel)];
@@ -286,8 +289,8 @@ class Nccl {
     state_->release_completed_sends();
     // The message (header and copy) is written on the compute stream, after the data's producers.
     auto message = std::make_shared<OutgoingMessage<T>>(data.shape());
-    cuda_detail::write_message_header<std::int64_t><<<1, 1, 0, cuda_stream(state_->device)>>>(
-        message->header.data(), tag, data.size());
+    cuda_detail::write_message_header<std::int64_t>
+        <<<1, 1, 0, cuda_stream(state_->device)>>>(message->header.data(), tag, data.size());
     PNN_CUDA_CHECK_LAUNCH("write_message_header");
     copy(data, message->payload.view());
     follow_compute(stream);
@@ -306,8 +309,8 @@ class Nccl {
   void receive(TensorView<T, 1, cuda> data, int source, int tag) {
     check_peer(source, "receive");
     PNN_CHECK(source != rank(), ArgumentError, "receive: rank ", rank(), " cannot receive from itself over Nccl");
-    const std::string description = detail::concat("receive of ", data.size(), " ", type_name<T>(),
-                                                   "s from rank ", source, " (tag ", tag, ")");
+    const std::string description =
+        detail::concat("receive of ", data.size(), " ", type_name<T>(), "s from rank ", source, " (tag ", tag, ")");
     Scope scope(*this, description);
     const int channel = source > rank() ? downward : upward;
     cudaStream_t stream = state_->streams[static_cast<std::size_t>(channel)];
@@ -322,10 +325,10 @@ class Nccl {
           cudaMemcpyAsync(header_host, header.data(), sizeof(std::int64_t) * 2, cudaMemcpyDeviceToHost, stream));
       wait_on_host(cuda_detail::record_event(stream), description);
       PNN_CHECK(header_host[0] == tag && header_host[1] == data.size(), CommunicationError,
-                fail_message(detail::concat("rank ", rank(), " expected ", data.size(), " ",
-                                            type_name<T>(), "s with tag ", tag, " from rank ", source,
-                                            " but the next message holds ", header_host[1], " with tag ",
-                                            header_host[0], " (Nccl delivers messages in the order they were sent)")));
+                fail_message(detail::concat("rank ", rank(), " expected ", data.size(), " ", type_name<T>(),
+                                            "s with tag ", tag, " from rank ", source, " but the next message holds ",
+                                            header_host[1], " with tag ", header_host[0],
+                                            " (Nccl delivers messages in the order they were sent)")));
       if (data.size() > 0)
         call(ncclRecv(data.data(), static_cast<std::size_t>(data.size()), cuda_detail::nccl_type<T>(), source, comm,
                       stream),
@@ -440,7 +443,8 @@ class Nccl {
     void close() noexcept {
       try {
         cuda_detail::DeviceGuard guard(device);
-        const auto deadline = std::chrono::steady_clock::now() + std::min(options.timeout, std::chrono::milliseconds(10'000));
+        const auto deadline =
+            std::chrono::steady_clock::now() + std::min(options.timeout, std::chrono::milliseconds(10'000));
         bool idle = !group->failed();
         for (cudaStream_t stream : streams)
           if (idle) idle = drain(stream, deadline) == Drain::finished;
@@ -461,8 +465,8 @@ class Nccl {
           for (void* memory : outgrown_page_locked)
             if (memory) cuda_detail::report(cudaFreeHost(memory), "cudaFreeHost");
         } else {
-          std::fprintf(stderr, "pnn: rank %d's NCCL streams did not drain after the abort; their buffers are not freed\n",
-                       rank);
+          std::fprintf(
+              stderr, "pnn: rank %d's NCCL streams did not drain after the abort; their buffers are not freed\n", rank);
           (void)new std::deque<SendInFlight>(std::move(sends_in_flight));  // deliberately leaked, see above
         }
         page_locked_memory = nullptr;
@@ -482,8 +486,8 @@ class Nccl {
     Scope(Nccl& nccl, const std::string& operation) : guard_(nccl.state_->device) {
       if (nccl.state_->group->failed()) {
         nccl.state_->abort_communicators();
-        throw CommunicationError(detail::concat("rank ", nccl.rank(), " cannot start ", operation, ": ",
-                                                nccl.state_->group->failure()));
+        throw CommunicationError(
+            detail::concat("rank ", nccl.rank(), " cannot start ", operation, ": ", nccl.state_->group->failure()));
       }
     }
 

@@ -6,7 +6,8 @@
 // through NCCL). Each process takes the GPU numbered by its rank among the processes on its node, modulo
 // the GPUs it sees (one each where the launcher sets CUDA_VISIBLE_DEVICES per process); two processes of
 // a node on one GPU are refused on every rank, since NCCL runs one rank per GPU. Include this header only
-// where MPI was found: it includes <mpi.h> through pnn/dist/mpi.hpp. A failing rank prints its message and makes mpirun stop every rank, as with Mpi.
+// where MPI was found: it includes <mpi.h> through pnn/dist/mpi.hpp. A failing rank prints its message and makes mpirun
+// stop every rank, as with Mpi.
 #pragma once
 
 #include <cstring>
@@ -49,8 +50,8 @@ class NcclMpi : public Nccl {
                   sizeof(properties.uuid.bytes), MPI_BYTE, node);
     int sharing = -1;  // another rank of this node on this rank's GPU
     for (int other = 0; other < node_size && sharing < 0; ++other)
-      if (other != node_rank && std::memcmp(uuids.data() + other * sizeof(properties.uuid.bytes),
-                                            properties.uuid.bytes, sizeof(properties.uuid.bytes)) == 0)
+      if (other != node_rank && std::memcmp(uuids.data() + other * sizeof(properties.uuid.bytes), properties.uuid.bytes,
+                                            sizeof(properties.uuid.bytes)) == 0)
         sharing = other;
     int any_shared = sharing >= 0 ? 1 : 0;
     MPI_Allreduce(MPI_IN_PLACE, &any_shared, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
@@ -99,8 +100,7 @@ class NcclMpi : public Nccl {
     PNN_CHECK(ids.made == 1, CommunicationError, "NcclMpi: rank ", rank, ": ",
               rank == 0 ? failure : std::string("rank 0 could not create NCCL's unique ids (its message says why)"));
     std::array<ncclComm_t, channel_count> comms{};
-    for (std::size_t c = 0; c < channel_count; ++c)
-      PNN_CUDA_CHECK(ncclCommInitRank(&comms[c], size, ids.ids[c], rank));
+    for (std::size_t c = 0; c < channel_count; ++c) PNN_CUDA_CHECK(ncclCommInitRank(&comms[c], size, ids.ids[c], rank));
     return Setup{comms, rank, size, device, options, std::make_shared<cuda_detail::NcclGroupState>()};
   }
 };

@@ -314,8 +314,8 @@ inline std::string cuda_description() {
   PNN_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
   int runtime = 0;
   PNN_CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
-  return detail::concat("cuda device ", device, ": ", properties.name, " (sm_", properties.major, properties.minor, ", ",
-                        properties.multiProcessorCount, " SMs, ", properties.totalGlobalMem >> 20,
+  return detail::concat("cuda device ", device, ": ", properties.name, " (sm_", properties.major, properties.minor,
+                        ", ", properties.multiProcessorCount, " SMs, ", properties.totalGlobalMem >> 20,
                         " MiB), CUDA runtime ", runtime / 1000, ".", (runtime % 1000) / 10, ", TF32 ",
                         cuda_settings().allow_tf32 ? "on" : "off");
 }
@@ -340,7 +340,7 @@ __device__ inline index global_thread() {
 }
 __device__ inline index grid_threads() { return static_cast<index>(gridDim.x) * static_cast<index>(blockDim.x); }
 
-}  // inline namespace PNN_CUDA_ABI_TAG
+}  // namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
 }  // namespace pnn

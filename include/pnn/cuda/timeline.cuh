@@ -49,7 +49,8 @@ class Timeline<cuda> {
       device_ = device;
     }
     if (used_ == events_.size()) {
-      events_.reserve(std::max<std::size_t>(16, 2 * events_.size()));  // before creating: push_back cannot then throw and leak it
+      events_.reserve(
+          std::max<std::size_t>(16, 2 * events_.size()));  // before creating: push_back cannot then throw and leak it
       cudaEvent_t event = nullptr;
       PNN_CUDA_CHECK(cudaEventCreate(&event));  // with timing: not cudaEventDisableTiming
       events_.push_back(event);

@@ -59,8 +59,9 @@ concept BatchableDataset = std::same_as<Data, Dataset> || std::same_as<Data, Reg
 // for a RegressionDataset.
 template <class Data, class T>
 struct batch_of {
-  static_assert(always_false<Data>, "pnn: batches are made of a pnn::Dataset (images and class labels) or a "
-                                    "pnn::RegressionDataset (inputs and target rows)");
+  static_assert(always_false<Data>,
+                "pnn: batches are made of a pnn::Dataset (images and class labels) or a "
+                "pnn::RegressionDataset (inputs and target rows)");
 };
 template <class T>
 struct batch_of<Dataset, T> {
@@ -152,7 +153,10 @@ class BasicBatcher {
  public:
   BasicBatcher(const Data& data, index batch_size, std::uint64_t seed, BatchOrder order = BatchOrder::shuffled,
                bool drop_last = false)
-      : data_(&data), batch_size_(batch_size), order_(order), drop_last_(drop_last),
+      : data_(&data),
+        batch_size_(batch_size),
+        order_(order),
+        drop_last_(drop_last),
         shuffling_(Generator(seed).split(streams::shuffling)) {
     PNN_CHECK(batch_size > 0, ArgumentError, "Batcher: the batch size must be positive, got ", batch_size);
     PNN_CHECK(data.size() > 0, ArgumentError, "Batcher: the dataset is empty");
@@ -184,9 +188,10 @@ class BasicBatcher {
     const index end = samples_per_epoch();
     if (position_ >= end) return false;
     const index count = std::min(batch_size_, end - position_);
-    copy_samples(*data_, std::span<const index>(samples_).subspan(static_cast<std::size_t>(position_),
-                                                                   static_cast<std::size_t>(count)),
-                 batch);
+    copy_samples(
+        *data_,
+        std::span<const index>(samples_).subspan(static_cast<std::size_t>(position_), static_cast<std::size_t>(count)),
+        batch);
     position_ += count;
     return true;
   }

@@ -72,8 +72,8 @@ inline Dataset load_idx_dataset(const std::filesystem::path& images_path, const 
   data.labels = Tensor<std::int32_t, 1>(Extents<1>{count});
   for (index i = 0; i < count; ++i) {
     const std::uint8_t label = labels.values[static_cast<std::size_t>(i)];
-    PNN_CHECK(label < classes, IoError, "labels file ", labels_path.string(), ": label ", int{label}, " of sample ",
-              i, " is outside the ", classes, " classes [0, ", classes, ")");
+    PNN_CHECK(label < classes, IoError, "labels file ", labels_path.string(), ": label ", int{label}, " of sample ", i,
+              " is outside the ", classes, " classes [0, ", classes, ")");
     data.labels[i] = label;
   }
   return data;
@@ -95,8 +95,8 @@ inline std::filesystem::path find_mnist_file(const std::filesystem::path& direct
   if (std::filesystem::is_regular_file(compressed, error)) return compressed;
   const bool directory_exists = std::filesystem::is_directory(directory, error);
   throw IoError(concat("cannot find ", name, " in ", directory.string(),
-                       directory_exists ? "" : " (the directory does not exist)", ": looked for ",
-                       compressed.string(), " and ", raw.string(),
+                       directory_exists ? "" : " (the directory does not exist)", ": looked for ", compressed.string(),
+                       " and ", raw.string(),
                        ". Point pnn at a directory holding the four MNIST-format files (train-images-idx3-ubyte, "
                        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz) "
                        "with the --data flag or the PNN_DATA environment variable; Debian's dataset-fashion-mnist "

@@ -44,13 +44,20 @@ inline constexpr std::uint8_t idx_unsigned_byte = 0x08;
 
 inline const char* idx_type_name(unsigned code) {
   switch (code) {
-    case 0x08: return "unsigned byte";
-    case 0x09: return "signed byte";
-    case 0x0B: return "16-bit integer";
-    case 0x0C: return "32-bit integer";
-    case 0x0D: return "32-bit float";
-    case 0x0E: return "64-bit float";
-    default: return "not an IDX type";
+    case 0x08:
+      return "unsigned byte";
+    case 0x09:
+      return "signed byte";
+    case 0x0B:
+      return "16-bit integer";
+    case 0x0C:
+      return "32-bit integer";
+    case 0x0D:
+      return "32-bit float";
+    case 0x0E:
+      return "64-bit float";
+    default:
+      return "not an IDX type";
   }
 }
 
@@ -167,7 +174,8 @@ IdxArray parse_idx(Source& source, const std::filesystem::path& path) {
   const unsigned rank = magic[3];
   if (magic[0] != 0 || magic[1] != 0)
     idx_error(path, "bad magic number ", hex_byte(magic[0]), " ", hex_byte(magic[1]), " ", hex_byte(magic[2]), " ",
-              hex_byte(magic[3]), ": an IDX file starts with two zero bytes, then the type code and the number of "
+              hex_byte(magic[3]),
+              ": an IDX file starts with two zero bytes, then the type code and the number of "
               "dimensions (1 to 4); this is not an IDX file");
   if (rank < 1 || rank > 4)
     idx_error(path, "bad magic number: it says ", rank, " dimensions, an IDX file has 1 to 4 (the fourth byte)");
@@ -198,7 +206,8 @@ IdxArray parse_idx(Source& source, const std::filesystem::path& path) {
   } else {
     for (index dim : result.dims) {
       if (expected > max_idx_values / dim)
-        idx_error(path, "the header's dimensions ", format_idx_dims(result.dims), " describe more than 2^36 values, "
+        idx_error(path, "the header's dimensions ", format_idx_dims(result.dims),
+                  " describe more than 2^36 values, "
                   "too large for pnn: the header is corrupt");
       expected *= dim;
     }

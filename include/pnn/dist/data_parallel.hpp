@@ -72,7 +72,8 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
       while (next_bucket < buckets_.size() && buckets_[next_bucket].lowest_layer == finished_layer) {
         if (next_bucket == 0) first_reduction = this->times_.mark();
         const Bucket& bucket = buckets_[next_bucket++];
-        requests_.push_back(comm_.all_reduce_async(model_.parameter_gradients().rows(bucket.begin, bucket.end - bucket.begin)));
+        requests_.push_back(
+            comm_.all_reduce_async(model_.parameter_gradients().rows(bucket.begin, bucket.end - bucket.begin)));
         bytes_ += (bucket.end - bucket.begin) * static_cast<index>(sizeof(T));
       }
     };

@@ -68,7 +68,8 @@ class Distributed {
   using D = device;
 
   explicit Distributed(std::uint64_t seed = 0, DistributedOptions options = {})
-      : seed_(seed), options_(options),
+      : seed_(seed),
+        options_(options),
         runner_(options.ranks, options.communicator, [&](Comm& comm) { return Rank(comm, seed, options_); }) {}
 
   // Outputs for the inputs, without dropout or batch statistics.
@@ -129,10 +130,10 @@ class Distributed {
 
  private:
   template <class M, class S, class L, class R>
-  friend typename M::value_type train_step(
-      Distributed<M, S>&, TensorView<const typename M::value_type, 2, typename M::device>,
-      typename L::template target_type<typename M::value_type, typename M::device>,
-      Optimizer<R, typename M::value_type, typename M::device>&, const L&);
+  friend typename M::value_type train_step(Distributed<M, S>&,
+                                           TensorView<const typename M::value_type, 2, typename M::device>,
+                                           typename L::template target_type<typename M::value_type, typename M::device>,
+                                           Optimizer<R, typename M::value_type, typename M::device>&, const L&);
 
   // One optimiser step on the global batch (every MPI rank passes the same batch): pnn::train_step's.
   template <class LossFunction, class Rule>
@@ -140,7 +141,8 @@ class Distributed {
          Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
     const index batch = inputs.dim(0);
     const auto local_inputs = for_each_rank(inputs, [&](int rank) { return Rank::rows(batch, rank, ranks()).inputs; });
-    const auto local_targets = for_each_rank(targets, [&](int rank) { return Rank::rows(batch, rank, ranks()).targets; });
+    const auto local_targets =
+        for_each_rank(targets, [&](int rank) { return Rank::rows(batch, rank, ranks()).targets; });
     T result{};
     runner_.run("train_step", [&](Rank& rank, int local) {
       const auto i = static_cast<std::size_t>(local);

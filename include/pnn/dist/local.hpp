@@ -84,13 +84,15 @@ class Group {
     slot.arrived[static_cast<std::size_t>(rank)] = true;
     ++slot.arrived_count;
     changed_.notify_all();
-    wait_for(lock, rank, [&] { return slot.arrived_count == size_; }, [&] {
-      std::ostringstream missing;
-      for (int r = 0; r < size_; ++r)
-        if (!slot.arrived[static_cast<std::size_t>(r)]) missing << (missing.tellp() > 0 ? ", " : "") << r;
-      return detail::concat("rank ", rank, " waited ", options_.timeout.count(), " ms at collective #", sequence, " (",
-                            description, "): rank(s) ", missing.str(), " did not arrive");
-    });
+    wait_for(
+        lock, rank, [&] { return slot.arrived_count == size_; },
+        [&] {
+          std::ostringstream missing;
+          for (int r = 0; r < size_; ++r)
+            if (!slot.arrived[static_cast<std::size_t>(r)]) missing << (missing.tellp() > 0 ? ", " : "") << r;
+          return detail::concat("rank ", rank, " waited ", options_.timeout.count(), " ms at collective #", sequence,
+                                " (", description, "): rank(s) ", missing.str(), " did not arrive");
+        });
     const std::vector<void*> buffers = slot.buffers;
     lock.unlock();
     try {
@@ -102,10 +104,12 @@ class Group {
     lock.lock();
     ++slot.finished_count;
     changed_.notify_all();
-    wait_for(lock, rank, [&] { return slot.finished_count == size_; }, [&] {
-      return detail::concat("rank ", rank, " waited ", options_.timeout.count(), " ms for the other ranks to finish ",
-                            description, " (collective #", sequence, ")");
-    });
+    wait_for(
+        lock, rank, [&] { return slot.finished_count == size_; },
+        [&] {
+          return detail::concat("rank ", rank, " waited ", options_.timeout.count(),
+                                " ms for the other ranks to finish ", description, " (collective #", sequence, ")");
+        });
     if (++slot.left_count == size_) slots_.erase(sequence);
   }
 
@@ -119,10 +123,12 @@ class Group {
   std::vector<std::byte> take(int source, int destination, int tag) {
     std::unique_lock lock(mutex_);
     auto& queue = messages_[{source, destination, tag}];
-    wait_for(lock, destination, [&] { return !queue.empty(); }, [&] {
-      return detail::concat("rank ", destination, " waited ", options_.timeout.count(),
-                            " ms for a message from rank ", source, " with tag ", tag, " that never came");
-    });
+    wait_for(
+        lock, destination, [&] { return !queue.empty(); },
+        [&] {
+          return detail::concat("rank ", destination, " waited ", options_.timeout.count(),
+                                " ms for a message from rank ", source, " with tag ", tag, " that never came");
+        });
     std::vector<std::byte> message = std::move(queue.front());
     queue.pop_front();
     return message;
@@ -235,7 +241,6 @@ class AsyncThread {
   std::thread thread_;
 };
 
-
 }  // namespace local_detail
 
 class Local {
@@ -296,7 +301,8 @@ class Local {
     if (size() == 1) return Request();
     const std::uint64_t sequence = next_sequence();
     // The task holds the group, not this communicator, so moving the communicator cannot dangle it.
-    auto task = async_->submit([group = group_, rank = rank_, data, sequence] { reduce(*group, rank, data, sequence); });
+    auto task =
+        async_->submit([group = group_, rank = rank_, data, sequence] { reduce(*group, rank, data, sequence); });
     pending_ = Request(task);
     return Request(std::move(task));
   }
@@ -332,8 +338,8 @@ class Local {
     check_peer(source, "receive");
     const std::vector<std::byte> message = group_->take(source, rank_, tag);
     PNN_CHECK(message.size() == sizeof(T) * static_cast<std::size_t>(data.size()), CommunicationError, "rank ", rank_,
-              " expected ", data.size(), " ", type_name<T>(), "s from rank ", source, " (tag ", tag,
-              ") but received ", message.size(), " bytes");
+              " expected ", data.size(), " ", type_name<T>(), "s from rank ", source, " (tag ", tag, ") but received ",
+              message.size(), " bytes");
     if (!message.empty()) std::memcpy(data.data(), message.data(), message.size());
   }
 
@@ -364,21 +370,21 @@ class Local {
     const index count = data.size();
     const int ranks = group.size();
     group.collective(rank, sequence, describe<T>("all_reduce", count), data.data(),
-                       [&](const std::vector<void*>& buffers) {
-                         // This rank owns chunk [begin, end) of every buffer: it alone reads and writes it.
-                         // It sums in place into rank 0's buffer, in rank order, then copies that chunk to
-                         // the others: no temporary (a large one costs page faults every step).
-                         const index begin = count * rank / ranks, end = count * (rank + 1) / ranks;
-                         if (begin == end) return;
-                         T* total = static_cast<T*>(buffers[0]);
-                         for (int r = 1; r < ranks; ++r) {
-                           const T* part = static_cast<const T*>(buffers[static_cast<std::size_t>(r)]);
-                           for (index i = begin; i < end; ++i) total[i] += part[i];
-                         }
-                         for (int r = 1; r < ranks; ++r)
-                           std::memcpy(static_cast<T*>(buffers[static_cast<std::size_t>(r)]) + begin, total + begin,
-                                       sizeof(T) * static_cast<std::size_t>(end - begin));
-                       });
+                     [&](const std::vector<void*>& buffers) {
+                       // This rank owns chunk [begin, end) of every buffer: it alone reads and writes it.
+                       // It sums in place into rank 0's buffer, in rank order, then copies that chunk to
+                       // the others: no temporary (a large one costs page faults every step).
+                       const index begin = count * rank / ranks, end = count * (rank + 1) / ranks;
+                       if (begin == end) return;
+                       T* total = static_cast<T*>(buffers[0]);
+                       for (int r = 1; r < ranks; ++r) {
+                         const T* part = static_cast<const T*>(buffers[static_cast<std::size_t>(r)]);
+                         for (index i = begin; i < end; ++i) total[i] += part[i];
+                       }
+                       for (int r = 1; r < ranks; ++r)
+                         std::memcpy(static_cast<T*>(buffers[static_cast<std::size_t>(r)]) + begin, total + begin,
+                                     sizeof(T) * static_cast<std::size_t>(end - begin));
+                     });
   }
 
   std::shared_ptr<local_detail::Group> group_;

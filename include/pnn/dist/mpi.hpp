@@ -94,8 +94,8 @@ class Mpi {
       for (int spins = 0;; ++spins) {
         int done = 0;
         const int code = MPI_Test(&request_, &done, &status_);
-        PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", description_, " failed: ",
-                  mpi_detail::error_text(code));
+        PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", description_,
+                  " failed: ", mpi_detail::error_text(code));
         if (done) return;
         if (std::chrono::steady_clock::now() > deadline) {
           MPI_Cancel(&request_);
@@ -136,8 +136,7 @@ class Mpi {
     if (finalized) return;
     try {
       flush_sends();
-    } catch (...) {
-    }
+    } catch (...) {}
     MPI_Comm_free(&communicator_);
   }
 
@@ -186,8 +185,8 @@ class Mpi {
     check_peer(destination, "send");
     auto buffer = std::make_unique<std::vector<T>>(data.data(), data.data() + data.size());
     MPI_Request request;
-    const std::string description = detail::concat("send of ", data.size(), " ", type_name<T>(),
-                                                    "s to rank ", destination, " (tag ", tag, ")");
+    const std::string description =
+        detail::concat("send of ", data.size(), " ", type_name<T>(), "s to rank ", destination, " (tag ", tag, ")");
     check(MPI_Isend(buffer->data(), count(data.size()), mpi_detail::datatype<T>(), destination, tag, communicator_,
                     &request),
           description);
@@ -199,8 +198,8 @@ class Mpi {
   template <class T>
   void receive(TensorView<T, 1, cpu> data, int source, int tag) {
     check_peer(source, "receive");
-    const std::string description = detail::concat("receive of ", data.size(), " ", type_name<T>(),
-                                                   "s from rank ", source, " (tag ", tag, ")");
+    const std::string description =
+        detail::concat("receive of ", data.size(), " ", type_name<T>(), "s from rank ", source, " (tag ", tag, ")");
     // Probe first so a message of the wrong size is reported, not truncated.
     const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
     MPI_Status status;
@@ -247,7 +246,8 @@ class Mpi {
     std::unique_ptr<void, void (*)(void*)> keep_alive;
     template <class T>
     PendingSend(Request r, std::unique_ptr<std::vector<T>> buffer)
-        : request(std::move(r)), keep_alive(buffer.release(), [](void* p) { delete static_cast<std::vector<T>*>(p); }) {}
+        : request(std::move(r)),
+          keep_alive(buffer.release(), [](void* p) { delete static_cast<std::vector<T>*>(p); }) {}
   };
 
   static int count(index n) {
@@ -255,8 +255,8 @@ class Mpi {
     return static_cast<int>(n);
   }
   void check(int code, const std::string& what) const {
-    PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", what, " failed: ",
-              mpi_detail::error_text(code));
+    PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", what,
+              " failed: ", mpi_detail::error_text(code));
   }
   void check_peer(int peer, const char* operation) const {
     PNN_CHECK(peer >= 0 && peer < size_, ArgumentError, operation, ": rank ", peer, " does not exist among ", size_,

@@ -48,8 +48,9 @@ struct model_parts<BasicSequential<T, D, In, Specs...>> {
   using Whole = BasicSequential<T, D, In, Specs...>;
   static constexpr std::size_t layers = sizeof...(Specs);
   template <std::size_t Begin>
-  using input_shape_at = std::conditional_t<Begin == 0, typename In::shape,
-                                            typename Whole::Stack::template layer_type<(Begin > 0 ? Begin - 1 : 0)>::output_shape>;
+  using input_shape_at =
+      std::conditional_t<Begin == 0, typename In::shape,
+                         typename Whole::Stack::template layer_type<(Begin > 0 ? Begin - 1 : 0)>::output_shape>;
   // The stage holding layers [Begin, End) as a model of its own.
   template <std::size_t Begin, std::size_t End>
   using stage = typename stage_of<T, D, InputFor<input_shape_at<Begin>>, std::tuple<Specs...>, Begin,
@@ -90,8 +91,8 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   // `inputs` (stage 0) and `targets` (the last stage) are all rows of the global batch of `batch` rows;
   // other stages are handed empty views.
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
-               index batch, const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets, index batch,
+               const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
     this->begin_step(batch);
     const index m = Strategy::microbatches;
     stage_.zero_grad();
@@ -115,8 +116,9 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
         const auto output = stage_.forward(x, slot.trace, true);
         if (last()) {
           slot.trace.output_gradient.resize(output.shape());
-          if (count > 0) loss_sum += share * static_cast<double>(loss(output, targets.rows(begin, count),
-                                                                      slot.trace.output_gradient.view()));
+          if (count > 0)
+            loss_sum += share * static_cast<double>(
+                                    loss(output, targets.rows(begin, count), slot.trace.output_gradient.view()));
           slot.trace.output_gradient *= static_cast<T>(share);
         }
         times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
@@ -177,7 +179,8 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
       const auto& target = find(whole, mine.name());
       auto& destination = mine.trainable() ? values : buffers;
       const auto& base = mine.trainable() ? whole.parameter_values() : whole.buffer_values();
-      copy(TensorView<const T, 1, D>(mine.value), destination.view().rows(target.value.data() - base.data(), mine.value.size()));
+      copy(TensorView<const T, 1, D>(mine.value),
+           destination.view().rows(target.value.data() - base.data(), mine.value.size()));
     }
     comm_.all_reduce(values.view());
     if (buffers.size() > 0) comm_.all_reduce(buffers.view());
@@ -194,7 +197,7 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
  private:
   // One micro-batch in flight on this stage.
   struct MicrobatchSlot {
-    Tensor<T, 2, D> input;             // the activations received from the stage before
+    Tensor<T, 2, D> input;  // the activations received from the stage before
     typename Stage::Trace trace;
     bool busy = false;
   };
@@ -252,13 +255,15 @@ class PipelineRank {
   // An invalid split reports its error through check_split; the stages then fall back to one layer each
   // so the compiler does not add a cascade of follow-on errors.
   static constexpr bool valid_split = check_split<SplitPoints, parts::layers>();
-  static constexpr auto bounds = valid_split ? pipeline_detail::boundaries<SplitPoints, parts::layers>()
-                                             : pipeline_detail::fallback_boundaries<SplitPoints::count, parts::layers>();
+  static constexpr auto bounds = valid_split
+                                     ? pipeline_detail::boundaries<SplitPoints, parts::layers>()
+                                     : pipeline_detail::fallback_boundaries<SplitPoints::count, parts::layers>();
   static constexpr std::size_t stage_count = SplitPoints::count + 1;
   using Comm = typename Strategy::communicator;
 
   template <std::size_t S>
-  using Runner = pipeline_detail::StageRunner<typename parts::template stage<bounds[S], bounds[S + 1]>, Model, Comm, Strategy>;
+  using Runner =
+      pipeline_detail::StageRunner<typename parts::template stage<bounds[S], bounds[S + 1]>, Model, Comm, Strategy>;
   template <class Indices>
   struct variant_of;
   template <std::size_t... S>
@@ -284,8 +289,8 @@ class PipelineRank {
   }
 
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
-               index batch, const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets, index batch,
+               const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
     return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, batch, optimizer, loss); },
                       runner_);
   }

@@ -7,8 +7,8 @@
 //
 // Both offer size() (ranks in the group), local_ranks() (ranks run by this process), first_rank()
 // (the group rank of this process's local rank 0), rank(local) and run(operation, job(rank, local)), so
-// Distributed holds one runner, rank_runner_t<Rank, Comm>, and does not ask which it is. A failure on a rank ends the operation on
-// every rank: RankThreads rethrows it on the caller's thread as a RankFailure naming the rank and the
+// Distributed holds one runner, rank_runner_t<Rank, Comm>, and does not ask which it is. A failure on a rank ends the
+// operation on every rank: RankThreads rethrows it on the caller's thread as a RankFailure naming the rank and the
 // operation; ProcessRank makes the failing rank abort the job with that message (mpirun stops the rest).
 #pragma once
 
@@ -181,7 +181,8 @@ class ProcessRank {
     try {
       body();
     } catch (const std::exception& error) {
-      const std::string message = detail::concat("rank ", communicator_.rank(), " failed in ", operation, ": ", error.what());
+      const std::string message =
+          detail::concat("rank ", communicator_.rank(), " failed in ", operation, ": ", error.what());
       communicator_.abort(message);  // Mpi's ends the job; one that returns leaves the failure to the caller
       throw RankFailure(message);
     }

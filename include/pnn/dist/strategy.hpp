@@ -89,10 +89,10 @@ struct DistributedOptions {
 // device to pass the last step's marks; not while a step runs.
 struct StrategyStatistics {
   index steps = 0;
-  double step_seconds = 0;        // from the step's start to its end, the update included
-  double compute_seconds = 0;     // forward, loss and backward (pipeline: and the update)
+  double step_seconds = 0;           // from the step's start to its end, the update included
+  double compute_seconds = 0;        // forward, loss and backward (pipeline: and the update)
   double communication_seconds = 0;  // all-reduce in flight (data parallel), waiting to receive (pipeline)
-  double exposed_seconds = 0;     // data parallel: waiting for reductions after backward ended
+  double exposed_seconds = 0;        // data parallel: waiting for reductions after backward ended
   index bytes_communicated = 0;
   double hidden_fraction() const {  // the part of the all-reduce time hidden behind backward
     return communication_seconds > 0 ? 1 - exposed_seconds / communication_seconds : 0;
@@ -182,15 +182,17 @@ constexpr bool check_split_point() {
   if constexpr (Point > Layers) return split_point_outside_the_model<Position, Point, Layers>::value;
   else if constexpr (Point == 0 || Point == Layers || (Position > 0 && Point == Previous))
     return split_point_leaves_a_stage_empty<Position, Point>::value;
-  else if constexpr (Position > 0 && Point < Previous) return split_points_out_of_order<Position, Point, Previous>::value;
+  else if constexpr (Position > 0 && Point < Previous)
+    return split_points_out_of_order<Position, Point, Previous>::value;
   else return true;
 }
 
 template <class SplitPoints, std::size_t Layers>
 constexpr bool check_split() {
   return []<std::size_t... I>(std::index_sequence<I...>) {
-    return (check_split_point<I, SplitPoints::points[I], (I > 0 ? SplitPoints::points[I > 0 ? I - 1 : 0] : 0),
-                              Layers>() && ...);
+    return (
+        check_split_point<I, SplitPoints::points[I], (I > 0 ? SplitPoints::points[I > 0 ? I - 1 : 0] : 0), Layers>() &&
+        ...);
   }(std::make_index_sequence<SplitPoints::count>{});
 }
 

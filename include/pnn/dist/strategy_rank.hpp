@@ -111,22 +111,21 @@ struct AnyLoss {
 }  // namespace strategy_detail
 
 template <class R, class Model>
-concept StrategyRank = requires(R& rank, typename R::communicator& comm, std::uint64_t seed,
-                                const DistributedOptions& options,
-                                TensorView<const typename Model::value_type, 2, typename Model::device> inputs,
-                                const Optimizer<strategy_detail::AnyRule, typename Model::value_type,
-                                                typename Model::device>& optimizer,
-                                Model& whole, const Model& source, index batch, int r) {
-  typename R::communicator;
-  requires std::constructible_from<R, typename R::communicator&, std::uint64_t, const DistributedOptions&>;
-  { R::rows(batch, r, r) } -> std::same_as<BatchRows>;
-  {
-    rank.train_step(inputs, inputs, batch, optimizer, strategy_detail::AnyLoss{})
-  } -> std::convertible_to<typename Model::value_type>;
-  { rank.predict(inputs) } -> std::same_as<TensorView<const typename Model::value_type, 2, typename Model::device>>;
-  rank.gather(whole);
-  rank.scatter(source);
-  { rank.statistics() } -> std::convertible_to<const StrategyStatistics&>;
-};
+concept StrategyRank =
+    requires(R& rank, typename R::communicator& comm, std::uint64_t seed, const DistributedOptions& options,
+             TensorView<const typename Model::value_type, 2, typename Model::device> inputs,
+             const Optimizer<strategy_detail::AnyRule, typename Model::value_type, typename Model::device>& optimizer,
+             Model& whole, const Model& source, index batch, int r) {
+      typename R::communicator;
+      requires std::constructible_from<R, typename R::communicator&, std::uint64_t, const DistributedOptions&>;
+      { R::rows(batch, r, r) } -> std::same_as<BatchRows>;
+      {
+        rank.train_step(inputs, inputs, batch, optimizer, strategy_detail::AnyLoss{})
+      } -> std::convertible_to<typename Model::value_type>;
+      { rank.predict(inputs) } -> std::same_as<TensorView<const typename Model::value_type, 2, typename Model::device>>;
+      rank.gather(whole);
+      rank.scatter(source);
+      { rank.statistics() } -> std::convertible_to<const StrategyStatistics&>;
+    };
 
 }  // namespace pnn

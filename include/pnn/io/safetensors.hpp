@@ -306,14 +306,29 @@ class JsonReader {
       switch (const char escaped = text_[position_++]) {
         case '"':
         case '\\':
-        case '/': result += escaped; break;
-        case 'b': result += '\b'; break;
-        case 'f': result += '\f'; break;
-        case 'n': result += '\n'; break;
-        case 'r': result += '\r'; break;
-        case 't': result += '\t'; break;
-        case 'u': append_utf8(result, code_point_escape()); break;
-        default: invalid_json("invalid escape '\\", escaped, "' in a string");
+        case '/':
+          result += escaped;
+          break;
+        case 'b':
+          result += '\b';
+          break;
+        case 'f':
+          result += '\f';
+          break;
+        case 'n':
+          result += '\n';
+          break;
+        case 'r':
+          result += '\r';
+          break;
+        case 't':
+          result += '\t';
+          break;
+        case 'u':
+          append_utf8(result, code_point_escape());
+          break;
+        default:
+          invalid_json("invalid escape '\\", escaped, "' in a string");
       }
     }
   }

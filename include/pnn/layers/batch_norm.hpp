@@ -39,7 +39,9 @@ struct Momentum {
   static_assert(Denominator > 0 && Numerator >= 0 && Numerator <= Denominator,
                 "Momentum<Numerator, Denominator> must lie in [0, 1], e.g. Momentum<1, 10> for PyTorch's 0.1");
   static constexpr double value = static_cast<double>(Numerator) / static_cast<double>(Denominator);
-  static std::string name() { return "Momentum<" + std::to_string(Numerator) + ", " + std::to_string(Denominator) + ">"; }
+  static std::string name() {
+    return "Momentum<" + std::to_string(Numerator) + ", " + std::to_string(Denominator) + ">";
+  }
 };
 
 // BatchNorm's option: Numerator / Denominator added to the variance before its square root.
@@ -48,7 +50,9 @@ struct Epsilon {
   static_assert(Denominator > 0 && Numerator > 0,
                 "Epsilon<Numerator, Denominator> must be positive, e.g. Epsilon<1, 100000> for PyTorch's 1e-5");
   static constexpr double value = static_cast<double>(Numerator) / static_cast<double>(Denominator);
-  static std::string name() { return "Epsilon<" + std::to_string(Numerator) + ", " + std::to_string(Denominator) + ">"; }
+  static std::string name() {
+    return "Epsilon<" + std::to_string(Numerator) + ", " + std::to_string(Denominator) + ">";
+  }
 };
 
 namespace detail {
@@ -77,7 +81,7 @@ struct is_epsilon_option : std::bool_constant<is_epsilon<Option>> {};
 
 template <class... Options>
 struct batch_norm_options {
-  static_assert(((is_momentum<Options> || is_epsilon<Options>) && ...),
+  static_assert(((is_momentum<Options> || is_epsilon<Options>)&&...),
                 "BatchNorm<Options...> takes only pnn::Momentum<N, D> and pnn::Epsilon<N, D> as options");
   static_assert((index{0} + ... + index{is_momentum<Options>}) <= 1, "BatchNorm takes at most one Momentum<N, D>");
   static_assert((index{0} + ... + index{is_epsilon<Options>}) <= 1, "BatchNorm takes at most one Epsilon<N, D>");
@@ -131,9 +135,9 @@ class BatchNorm<Options...>::layer {
     // batch broadcasts them with a period of a whole sample rather than of `channels` values: the CPU
     // executor then evaluates long contiguous runs (several times faster for 16 channels).
     Tensor<T, 1, D> mean_row, scale_row, offset_row, slope_row;
-    Tensor<T, 1, D> sample_sums;                        // column sums over the batch, before folding positions
+    Tensor<T, 1, D> sample_sums;                         // column sums over the batch, before folding positions
     Tensor<T, 1, D> gradient_sum, centred_gradient_sum;  // per channel: sum(dy), sum(dy * (x - mean))
-    Tensor<T, 2, D> scratch;                            // dy * (x - mean) when dx is not wanted, so cannot hold it
+    Tensor<T, 2, D> scratch;                             // dy * (x - mean) when dx is not wanted, so cannot hold it
   };
 
   static std::string name() { return BatchNorm::name(); }
@@ -156,8 +160,9 @@ class BatchNorm<Options...>::layer {
     allocate(state);
     state.batch_statistics = context.training;
     if (context.training) {
-      PNN_CHECK(count > 1, ShapeError, "BatchNorm needs more than one value per channel while training, got a batch of ",
-                x.dim(0), " sample(s) of shape ", format_shape<In>());
+      PNN_CHECK(count > 1, ShapeError,
+                "BatchNorm needs more than one value per channel while training, got a batch of ", x.dim(0),
+                " sample(s) of shape ", format_shape<In>());
       channel_sums(x, state, state.mean);
       state.mean *= T(1) / static_cast<T>(count);
       // Two passes (centre, then square) keep the variance accurate when the mean is large. y holds the
@@ -169,7 +174,8 @@ class BatchNorm<Options...>::layer {
       variance *= T(1) / static_cast<T>(count);
       const T keep = static_cast<T>(1 - momentum), take = static_cast<T>(momentum);
       running_mean_ = running_mean_ * keep + state.mean * take;
-      running_variance_ = running_variance_ * keep + variance * (take * static_cast<T>(count) / static_cast<T>(count - 1));
+      running_variance_ =
+          running_variance_ * keep + variance * (take * static_cast<T>(count) / static_cast<T>(count - 1));
       variance = rsqrt(variance + static_cast<T>(epsilon));
     } else {
       state.mean = running_mean_;
@@ -215,9 +221,11 @@ class BatchNorm<Options...>::layer {
 
  private:
   static void allocate(State& state) {
-    for (Tensor<T, 1, D>* channel : {&state.mean, &state.inverse_deviation, &state.gradient_sum, &state.centred_gradient_sum})
+    for (Tensor<T, 1, D>* channel :
+         {&state.mean, &state.inverse_deviation, &state.gradient_sum, &state.centred_gradient_sum})
       channel->resize({channels});
-    for (Tensor<T, 1, D>* row : {&state.mean_row, &state.scale_row, &state.offset_row, &state.slope_row, &state.sample_sums})
+    for (Tensor<T, 1, D>* row :
+         {&state.mean_row, &state.scale_row, &state.offset_row, &state.slope_row, &state.sample_sums})
       row->resize({In::size});
   }
 

@@ -58,7 +58,7 @@ inline constexpr bool is_stride<Stride<S>> = true;
 
 template <class... Options>
 struct convolution_options {
-  static_assert(((is_padding<Options> || is_stride<Options>) && ...),
+  static_assert(((is_padding<Options> || is_stride<Options>)&&...),
                 "Conv2D<Filters, Kernel, Options...> takes only pnn::Pad<P> and pnn::Stride<S> as options");
   static_assert((index{0} + ... + index{is_padding<Options>}) <= 1, "Conv2D takes at most one Pad<P>");
   static_assert((index{0} + ... + index{is_stride<Options>}) <= 1, "Conv2D takes at most one Stride<S>");
@@ -103,7 +103,7 @@ class Conv2D<Filters, Kernel, Options...>::layer {
   using output_shape = Shape<Filters, valid ? geometry.output_height : 1, valid ? geometry.output_width : 1>;
   static constexpr index channels = valid ? geometry.channels : 1;
   static constexpr index positions = output_shape::dims[1] * output_shape::dims[2];  // output pixels per sample
-  static constexpr index patch = Kernel * Kernel * channels;  // one row of the columns matrix
+  static constexpr index patch = Kernel * Kernel * channels;                         // one row of the columns matrix
   // Bytes of columns matrix per chunk of samples. On the CPU small enough to stay in L2 between im2col
   // and gemm; a GPU has no such cache to keep and wants the largest gemm it can get, each chunk being a
   // kernel launch, so there the budget is 64 MiB.

@@ -48,8 +48,8 @@ class Dense<Units, WeightInit>::layer {
   void backward(TensorView<const T, 2, D> x, TensorView<const T, 2, D>, TensorView<const T, 2, D> dy,
                 TensorView<T, 2, D> dx, State&, const Context&) const {
     gemm<T>(dy, x, weight_gradient_, {.transpose_a = true, .beta = 1});  // dW += dy^T x
-    add_column_sums<T>(dy, bias_gradient_);                             // db += sum over the batch of dy
-    if (dx) gemm<T>(dy, weight_, dx, {});                               // dx = dy W
+    add_column_sums<T>(dy, bias_gradient_);                              // db += sum over the batch of dy
+    if (dx) gemm<T>(dy, weight_, dx, {});                                // dx = dy W
   }
 
  private:

@@ -37,8 +37,8 @@ namespace pnn {
 
 // What a forward pass needs besides its input.
 struct Context {
-  bool training = true;            // dropout and batch statistics are on only while training
-  Generator* random = nullptr;     // the model's dropout stream
+  bool training = true;         // dropout and batch statistics are on only while training
+  Generator* random = nullptr;  // the model's dropout stream
 };
 
 template <class L>

@@ -8,9 +8,13 @@ namespace pnn {
 struct ReLU {
   static std::string name() { return "ReLU"; }
   template <class X>
-  static auto function(const X& x) { return relu(x); }
+  static auto function(const X& x) {
+    return relu(x);
+  }
   template <class Y, class DY>
-  static auto derivative_times(const Y& y, const DY& dy) { return dy * step(y); }
+  static auto derivative_times(const Y& y, const DY& dy) {
+    return dy * step(y);
+  }
   template <class T, class D, class In>
   using layer = ElementwiseActivation<ReLU, T, D, In>;
 };

@@ -8,9 +8,13 @@ namespace pnn {
 struct Sigmoid {
   static std::string name() { return "Sigmoid"; }
   template <class X>
-  static auto function(const X& x) { return sigmoid(x); }
+  static auto function(const X& x) {
+    return sigmoid(x);
+  }
   template <class Y, class DY>
-  static auto derivative_times(const Y& y, const DY& dy) { return dy * y * (1 - y); }
+  static auto derivative_times(const Y& y, const DY& dy) {
+    return dy * y * (1 - y);
+  }
   template <class T, class D, class In>
   using layer = ElementwiseActivation<Sigmoid, T, D, In>;
 };

@@ -8,9 +8,13 @@ namespace pnn {
 struct Tanh {
   static std::string name() { return "Tanh"; }
   template <class X>
-  static auto function(const X& x) { return tanh(x); }
+  static auto function(const X& x) {
+    return tanh(x);
+  }
   template <class Y, class DY>
-  static auto derivative_times(const Y& y, const DY& dy) { return dy * (1 - square(y)); }
+  static auto derivative_times(const Y& y, const DY& dy) {
+    return dy * (1 - square(y));
+  }
   template <class T, class D, class In>
   using layer = ElementwiseActivation<Tanh, T, D, In>;
 };

@@ -20,8 +20,8 @@ namespace detail {
 template <class Logits, class Labels, class Gradient>
 void check_softmax_cross_entropy(const Logits& logits, const Labels& labels, const Gradient& gradient) {
   const index batch = logits.dim(0);
-  PNN_CHECK(labels.size() == batch, ShapeError, "softmax cross-entropy: ", batch, " rows of logits but ",
-            labels.size(), " labels");
+  PNN_CHECK(labels.size() == batch, ShapeError, "softmax cross-entropy: ", batch, " rows of logits but ", labels.size(),
+            " labels");
   PNN_CHECK(!gradient || gradient.shape() == logits.shape(), ShapeError,
             "softmax cross-entropy: the gradient's shape differs from the logits'");
 }

@@ -187,7 +187,8 @@ class BasicSequential {
                 " was declared by layer ", p.declaration.layer, ", outside this model's layers");
       const index begin = p.gradient.data() - gradients_.data(), end = begin + align(p.gradient.size());
       auto& range = layer_gradient_ranges_[layer];
-      range = seen[layer] ? std::pair{std::min(range.first, begin), std::max(range.second, end)} : std::pair{begin, end};
+      range =
+          seen[layer] ? std::pair{std::min(range.first, begin), std::max(range.second, end)} : std::pair{begin, end};
       seen[layer] = true;
     }
     ParameterCursor<T, D> cursor(parameters_);

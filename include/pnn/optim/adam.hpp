@@ -53,8 +53,7 @@ struct Adam {
     auto m = state.first_moment.view();
     auto v = state.second_moment.view();
     auto decayed = g + coupled * w;
-    evaluate(into(m, b1 * m + (1 - b1) * decayed),
-             into(v, b2 * v + (1 - b2) * square(decayed)),
+    evaluate(into(m, b1 * m + (1 - b1) * decayed), into(v, b2 * v + (1 - b2) * square(decayed)),
              into(w, shrink * w - step_size * m / (sqrt(v * second_correction) + eps)));
   }
 };

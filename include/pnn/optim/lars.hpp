@@ -21,8 +21,8 @@ struct LARS {
   double learning_rate = 0.1;
   double momentum = 0.9;
   double weight_decay = 0;
-  double eta = 0.001;          // the trust coefficient
-  bool skip_vectors = true;    // no adaptation or decay for parameters with one dimension (biases)
+  double eta = 0.001;        // the trust coefficient
+  bool skip_vectors = true;  // no adaptation or decay for parameters with one dimension (biases)
 
   static std::string name() { return "LARS"; }
 

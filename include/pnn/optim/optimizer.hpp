@@ -19,13 +19,13 @@
 namespace pnn {
 
 template <class R, class T = float, class D = cpu>
-concept UpdateRule = requires(const R& rule, const Parameter<T, D>& parameter, typename R::template State<T, D>& state,
-                              index step) {
-  { R::name() } -> std::convertible_to<std::string>;
-  rule.validate();
-  typename R::template State<T, D>;
-  rule.update(parameter, state, step);
-};
+concept UpdateRule =
+    requires(const R& rule, const Parameter<T, D>& parameter, typename R::template State<T, D>& state, index step) {
+      { R::name() } -> std::convertible_to<std::string>;
+      rule.validate();
+      typename R::template State<T, D>;
+      rule.update(parameter, state, step);
+    };
 
 template <class Rule, class T = float, class D = cpu>
 class Optimizer {
@@ -45,8 +45,7 @@ class Optimizer {
   void step(std::span<const Parameter<T, D>> parameters) {
     rule.validate();  // the hyper-parameters may have been changed since the last step
     if (!started_) {
-      for (const auto& p : parameters)
-        states_.emplace_back(p.trainable() ? p.value.size() : 0);
+      for (const auto& p : parameters) states_.emplace_back(p.trainable() ? p.value.size() : 0);
       started_ = true;
     }
     PNN_CHECK(states_.size() == parameters.size(), ArgumentError, "Optimizer::step: called with ", parameters.size(),

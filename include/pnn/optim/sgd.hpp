@@ -28,8 +28,7 @@ struct SGD {
     detail::check_hyper_parameter(learning_rate > 0, "SGD", "learning_rate", learning_rate, "> 0");
     detail::check_hyper_parameter(momentum >= 0 && momentum < 1, "SGD", "momentum", momentum, "in [0, 1)");
     detail::check_hyper_parameter(weight_decay >= 0, "SGD", "weight_decay", weight_decay, ">= 0");
-    detail::check_hyper_parameter(!nesterov || momentum > 0, "SGD", "momentum", momentum,
-                                  "> 0 when nesterov is set");
+    detail::check_hyper_parameter(!nesterov || momentum > 0, "SGD", "momentum", momentum, "> 0 when nesterov is set");
   }
 
   template <class T, class D>

@@ -42,13 +42,13 @@ namespace pnn {
 
 struct FitOptions {
   index epochs = 1;
-  index max_steps = 0;            // stop after this many optimiser steps in all (0: no limit)
+  index max_steps = 0;  // stop after this many optimiser steps in all (0: no limit)
   index batch_size = 64;
-  std::uint64_t seed = 0;         // the shuffling order
+  std::uint64_t seed = 0;  // the shuffling order
   bool shuffle = true;
-  index evaluation_batch = 1000;  // samples per predict() call when evaluating
+  index evaluation_batch = 1000;         // samples per predict() call when evaluating
   std::filesystem::path metrics_path{};  // if set: one JSON object per epoch, rewritten atomically
-  std::ostream* progress = &std::cout;  // nullptr: silent
+  std::ostream* progress = &std::cout;   // nullptr: silent
 };
 
 namespace detail {
@@ -143,8 +143,8 @@ Evaluation evaluate(Model& model, const Data& data, index batch_size = 1000, con
     order.resize(static_cast<std::size_t>(count));
     std::iota(order.begin(), order.end(), begin);
     copy_samples(data, std::span<const index>(order), batch);
-    const auto output = detail::on_host(model.predict(detail::on_model_device(std::as_const(batch), staged).first),
-                                        host_output);
+    const auto output =
+        detail::on_host(model.predict(detail::on_model_device(std::as_const(batch), staged).first), host_output);
     const auto targets = batch_targets(batch);
     loss_sum += static_cast<double>(loss(output, targets, TensorView<T, 2>{})) * static_cast<double>(count);
     if constexpr (detail::holds_class_labels<Data>) correct += count_correct(output, targets);
@@ -162,8 +162,7 @@ namespace detail {
 class ProgressLine {
  public:
   ProgressLine(std::ostream* out, index epoch, index epochs, index total)
-      : out_(out), epoch_(epoch), epochs_(epochs), total_(total),
-        interactive_(out == &std::cout && isatty_stdout()) {}
+      : out_(out), epoch_(epoch), epochs_(epochs), total_(total), interactive_(out == &std::cout && isatty_stdout()) {}
 
   void update(index done, double mean_loss, double samples_per_second) {
     if (!out_) return;
@@ -179,9 +178,9 @@ class ProgressLine {
     const int width = 30;
     const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
     line << "epoch " << epoch_ << "/" << epochs_ << " [" << std::string(static_cast<std::size_t>(filled), '=')
-         << std::string(static_cast<std::size_t>(width - filled), ' ') << "] " << done << "/" << total_
-         << "  loss " << std::fixed << std::setprecision(4) << mean_loss << "  " << std::setprecision(0)
-         << samples_per_second << " samples/s";
+         << std::string(static_cast<std::size_t>(width - filled), ' ') << "] " << done << "/" << total_ << "  loss "
+         << std::fixed << std::setprecision(4) << mean_loss << "  " << std::setprecision(0) << samples_per_second
+         << " samples/s";
     if (interactive_) *out_ << '\r' << line.str() << std::flush;
     else *out_ << line.str() << '\n' << std::flush;
   }
@@ -202,7 +201,8 @@ class ProgressLine {
 // Trains `model` with `optimizer` on `train` (a Dataset, or a RegressionDataset with MeanSquaredError);
 // evaluates on `test` after each epoch if given.
 template <class Model, class Rule, BatchableDataset Data, class LossFunction = SoftmaxCrossEntropy>
-std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer,
+std::vector<EpochMetrics> fit(Model& model,
+                              Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer,
                               const Data& train, const std::type_identity_t<Data>* test, const FitOptions& options,
                               const LossFunction& loss = {}) {
   using T = typename Model::value_type;
@@ -234,8 +234,8 @@ std::vector<EpochMetrics> fit(Model& model, Optimizer<Rule, typename Model::valu
     while (batcher.next(batch)) {
       const auto [inputs, targets] = detail::on_model_device(std::as_const(batch), staged);
       const T value = train_step(model, inputs, targets, optimizer, loss);
-      PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value,
-                " at step ", steps + 1, " of epoch ", epoch, "; lower the learning rate");
+      PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value, " at step ",
+                steps + 1, " of epoch ", epoch, "; lower the learning rate");
       loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());
       samples += batch.size();
       ++steps;

@@ -18,13 +18,13 @@ namespace pnn {
 // What a serial training step needs of a model: a forward and a backward pass through a trace, the
 // gradients to zero, and the parameters to update.
 template <class M>
-concept TrainableModel = requires(M& model, TensorView<const typename M::value_type, 2, typename M::device> x,
-                                  typename M::Trace& trace) {
-  { model.trace() } -> std::same_as<typename M::Trace&>;
-  model.zero_grad();
-  model.forward(x, trace, true);
-  model.parameters();
-};
+concept TrainableModel =
+    requires(M& model, TensorView<const typename M::value_type, 2, typename M::device> x, typename M::Trace& trace) {
+      { model.trace() } -> std::same_as<typename M::Trace&>;
+      model.zero_grad();
+      model.forward(x, trace, true);
+      model.parameters();
+    };
 
 // The batch's views and the optimiser are named through M's types (not deduced), so a view of non-const
 // elements converts as it would for a member function.
