@@ -7,40 +7,15 @@
 // dist/communicator.hpp, written once for every communicator). Processes launched by mpirun use NcclMpi
 // (pnn/cuda/nccl_mpi.cuh), which bootstraps the same communicator through MPI.
 //
-// Streams. Each rank has its device's pnn compute stream (runtime.cuh) and NCCL streams of its own. An
-// operation on device data first makes its NCCL stream wait on an event recorded on the compute stream
-// (so it sees every result enqueued before it) and afterwards makes the compute stream wait on the
-// operation's completion event (so later kernels see the result, and do not overwrite a buffer being
-// sent). all_reduce_async does only that, and returns at once: the reduction of a gradient bucket then
-// overlaps the backward pass still running on the compute stream. Its Request's wait() makes the compute
-// stream wait for it (no host synchronisation); ready() asks whether it has finished.
-//
-// Point to point. NCCL matches sends and receives by their order, not by tags, and a send may block on
-// the GPU until the peer receives. Messages to higher ranks and to lower ranks travel on separate NCCL
-// communicators and streams, so a pipeline stage's activations going up and gradients coming down never
-// wait behind one another (one queue for both deadlocks under 1F1B). For the same reason the compute
-// stream never waits for a send: send() sends a copy of the data, which lives until the host has seen
-// the send complete (a compute stream that waited for its sends would, under 1F1B, wait for a peer that
-// waits for it). Each message is preceded by a small header (tag, element count) that the receiver
-// checks, so a mismatch is an error, not a silent misread.
-//
-// Timeouts and failures. NCCL itself never times out. Every operation that waits on the host (the
-// synchronous ones, receive, and those on host data) polls its completion event together with
-// ncclCommGetAsyncError and the group's failure flag, until CommunicatorOptions::timeout: then, or on an
-// NCCL error, or when another rank of the group failed, it aborts its NCCL communicators (ncclCommAbort,
-// which also ends kernels stuck waiting for a peer) and throws CommunicationError naming the rank and the
-// operation. No operation blocks the host any other way: host data moves through page-locked memory on
-// the NCCL stream, never through a copy that synchronises the compute stream, which may be waiting on a
-// peer. Reductions started with all_reduce_async are checked at the next waiting operation (DataParallel
-// ends every step with one: the loss all-reduce).
-//
-// What this cannot cover, since it happens inside NCCL's host calls: NCCL connects ranks lazily, in the
-// first operation that needs a connection (the first collective of each algorithm, the first message to
-// each peer), and that setup waits on the host for the peer with no timeout. Within one process
-// (Nccl::group with several GPUs), a rank whose thread failed before reaching such an operation leaves
-// its peers blocked there. NCCL_RUNTIME_CONNECT=0 in the environment makes NCCL connect the collectives
-// when the group is created, which leaves only a pipeline's first message to each peer exposed. Across
-// processes (NcclMpi) a failed rank ends the job through MPI_Abort, which ends the wait too.
+// Streams: an operation waits on an event of the compute stream and the compute stream then waits on its
+// event, never the host; all_reduce_async returns at once, so gradient buckets reduce while backward runs.
+// Point to point: messages up and down a pipeline travel on separate NCCL communicators and streams, each
+// with a checked (tag, count) header, and a send sends a copy, so the compute stream never waits on a peer
+// (under 1F1B that would deadlock). Failures: NCCL never times out, so every wait on the host polls the
+// event, ncclCommGetAsyncError and the group's failure flag until CommunicatorOptions::timeout, then aborts
+// the communicators and throws CommunicationError naming the rank and the operation. One wait is NCCL's
+// own, with no timeout: its lazy connection of ranks inside the first operation that needs one. docs/cuda.md,
+// "NCCL", says why each of these is so and what NCCL_RUNTIME_CONNECT=0 changes.
 #pragma once
 
 #include <nccl.h>
