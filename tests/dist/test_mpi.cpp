@@ -9,6 +9,7 @@ using testing::check_equivalence;
 
 namespace {
 using Mlp = Sequential<Input<12>, Dense<10>, Tanh, Dense<8>, ReLU, Dense<4>>;  // 5 layers
+using DropoutMlp = Sequential<Input<12>, Dense<10>, Dropout<30>, Tanh, Dense<4>>;
 
 int world_size() {
   static const int size = [] {
@@ -66,6 +67,8 @@ TEST_CASE("mpi.data_parallel_equals_serial_training") {
   check_equivalence<Mlp, DataParallel<Mpi>>({});
   check_equivalence<Mlp, DataParallel<Mpi>>({.bucket_bytes = 1});
   check_equivalence<Mlp, DataParallel<Mpi>>({}, /*batch=*/3, /*steps=*/3);  // ranks without samples at -np 4
+  // Each process drops, for its samples, the units serial training drops for them.
+  check_equivalence<DropoutMlp, DataParallel<Mpi>>({});
 }
 
 TEST_CASE("mpi.model_parallel_and_pipeline_equal_serial_training") {

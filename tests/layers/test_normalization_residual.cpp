@@ -1,6 +1,7 @@
 // BatchNorm, Dropout and Residual against finite differences, hand-computed values and PyTorch's formulas.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <pnn/layers/batch_norm.hpp>
 #include <pnn/layers/dropout.hpp>
@@ -227,6 +228,36 @@ TEST_CASE("dropout.same_seed_same_mask") {
   CHECK(first == mask(b));
   CHECK(first != mask(c));
   CHECK(first != mask(a));  // the stream moves on: the next batch gets a new mask
+}
+
+TEST_CASE("dropout.a_sample_is_dropped_alike_wherever_it_is_computed") {
+  // Rows 4..7 of a step's batch get the same masks whether the whole batch or only they are computed
+  // (another rank, another micro-batch), in every dropout layer, the one inside a residual block too; a
+  // different step or another place in the batch draws anew.
+  using Net = BasicSequential<float, cpu, Input<64>, Dropout<50>, Residual<Dropout<40>>, Dropout<30>>;
+  Net whole(9), part(9);
+  Tensor<float, 2> x(8, 64);
+  x = x * 0.0f + 1.0f;
+  typename Net::Trace whole_trace, part_trace;
+  const auto all = whole.forward(x.view(), whole_trace, true, PassKey{.step = 5, .first_sample = 0});
+  const auto rows = part.forward(x.view().rows(4, 4), part_trace, true, PassKey{.step = 5, .first_sample = 4});
+  for (pnn::index i = 0; i < rows.size(); ++i) REQUIRE(rows[i] == all[4 * 64 + i]);
+  const std::vector<float> masks(all.data(), all.data() + all.size());
+  const auto next_step = part.forward(x.view().rows(4, 4), part_trace, true, PassKey{.step = 6, .first_sample = 4});
+  CHECK(!std::equal(next_step.data(), next_step.data() + next_step.size(), masks.begin() + 4 * 64));
+  const auto moved = part.forward(x.view().rows(4, 4), part_trace, true, PassKey{.step = 5, .first_sample = 0});
+  CHECK(!std::equal(moved.data(), moved.data() + moved.size(), masks.begin() + 4 * 64));
+  // Each layer has streams of its own: the body's layer 0 is not the model's layer 0.
+  using Single = BasicSequential<float, cpu, Input<64>, Dropout<50>>;
+  Single single(9);
+  const auto first_layer_only = single.forward(x.view(), true);
+  Net first_of_three(9);
+  typename Net::Trace trace;
+  first_of_three.forward(x.view(), trace, true, PassKey{});
+  const auto& first_mask = std::get<0>(trace.states).mask;
+  CHECK(std::equal(first_layer_only.data(), first_layer_only.data() + first_layer_only.size(), first_mask.data()));
+  const auto& body_mask = std::get<0>(std::get<1>(trace.states).body.states).mask;
+  CHECK(!std::equal(body_mask.data(), body_mask.data() + body_mask.size(), first_mask.data()));
 }
 
 // ----- Residual ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@
 #include "pnn/dist/model_signature.hpp"
 #include "pnn/dist/strategy.hpp"
 #include "pnn/dist/strategy_rank.hpp"
+#include "pnn/layers/layer.hpp"
 #include "pnn/optim/optimizer.hpp"
 
 namespace pnn {
@@ -59,7 +60,10 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
               comm_.rank(), " was handed ", count, " rows of a batch of ", batch, " instead of its share");
 
     model_.zero_grad();
-    const auto output = model_.forward(x, trace_, true);
+    // This rank's samples are rows [share.begin, ...) of the step's global batch.
+    const RowRange share = batch_share(batch, comm_.rank(), comm_.size());
+    const auto output =
+        model_.forward(x, trace_, true, PassKey{static_cast<std::uint64_t>(caller.steps()), share.begin});
     trace_.output_gradient.resize(output.shape());
     const T local_loss = count > 0 ? loss(output, y, trace_.output_gradient.view()) : T(0);
     trace_.output_gradient *= static_cast<T>(static_cast<double>(count) / static_cast<double>(batch));

@@ -113,7 +113,9 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
           x.rebind(inputs.rows(begin, count));
         }
         const auto compute_start = times_.mark();
-        const auto output = stage_.forward(x, slot.trace, true);
+        // The micro-batch's samples are rows [begin, begin + count) of the step's global batch.
+        const auto output =
+            stage_.forward(x, slot.trace, true, PassKey{static_cast<std::uint64_t>(caller.steps()), begin});
         if (last()) {
           slot.trace.output_gradient.resize(output.shape());
           if (count > 0)

@@ -4,9 +4,10 @@
 //
 // The rate is an integer percentage because floating-point template arguments are not accepted by every
 // compiler pnn supports (nvcc). While training, y = x * mask / (1 - p) with mask ~ Bernoulli(1 - p), so
-// the expected output equals the input and inference needs no rescaling: there y = x. The mask is drawn
-// from the model's dropout stream (Context::random), element by element in row-major order, so the same
-// seed drops the same units, and it is kept in the pass's State for backward.
+// the expected output equals the input and inference needs no rescaling: there y = x. Each row's mask is
+// drawn from that sample's own stream (Context: keyed by the seed, the step, the layer and the sample's
+// index in the global batch), so a sample is dropped alike whichever rank or micro-batch computes it and
+// whatever rows share its batch. The mask is kept in the pass's State for backward.
 #pragma once
 
 #include <string>
@@ -17,13 +18,20 @@
 
 namespace pnn {
 
-// Fills mask with 0 (probability rate) or 1 / (1 - rate), drawing one number per element from random. The
-// numbers are drawn on the host for every device, so a device model drops the units a cpu model drops.
+// Fills mask with 0 (probability rate) or 1 / (1 - rate): row i from the stream of sample
+// context.first_sample + i, one number per element. The numbers are drawn on the host for every device,
+// so a device model drops the units a cpu model drops.
 template <class T, class D>
-void draw_dropout_mask(Generator& random, double rate, TensorView<T, 2, D> mask) {
+void draw_dropout_mask(const Context& context, double rate, TensorView<T, 2, D> mask) {
   const T kept = static_cast<T>(1 / (1 - rate));
+  const Generator layer_streams = context.random->split(context.step).split(context.layer);
   auto fill = [&](TensorView<T, 2, cpu> host) {
-    for (index i = 0; i < host.size(); ++i) host[i] = random.uniform<double>() < rate ? T(0) : kept;
+    const index features = host.dim(1);
+    for (index row = 0; row < host.dim(0); ++row) {
+      Generator sample = layer_streams.split(static_cast<std::uint64_t>(context.first_sample + row));
+      T* values = host.data() + row * features;
+      for (index j = 0; j < features; ++j) values[j] = sample.uniform<double>() < rate ? T(0) : kept;
+    }
   };
   if constexpr (std::is_same_v<D, cpu>) {
     fill(mask);
@@ -71,7 +79,7 @@ class Dropout<Percent>::layer : public WithoutParameters {
     PNN_CHECK(context.random != nullptr, ArgumentError,
               "Dropout needs a random generator while training: set Context::random (the model's dropout stream)");
     state.mask.resize(x.shape());
-    draw_dropout_mask<T, D>(*context.random, rate, state.mask.view());
+    draw_dropout_mask<T, D>(context, rate, state.mask.view());
     y = x * state.mask;
   }
 

@@ -25,8 +25,10 @@
 #pragma once
 
 #include <concepts>
+#include <cstdint>
 #include <string>
 
+#include "pnn/core/hash.hpp"
 #include "pnn/core/parameter.hpp"
 #include "pnn/core/random.hpp"
 #include "pnn/core/shape.hpp"
@@ -36,9 +38,30 @@
 namespace pnn {
 
 // What a forward pass needs besides its input.
+// Randomness belongs to samples, not to replicas: a sample's draws (its dropout masks) come from
+//   random->split(step).split(layer).split(first_sample + row)
+// so a sample gets the same mask whichever rank, pipeline stage or micro-batch computes it.
 struct Context {
-  bool training = true;         // dropout and batch statistics are on only while training
-  Generator* random = nullptr;  // the model's dropout stream
+  bool training = true;               // dropout and batch statistics are on only while training
+  const Generator* random = nullptr;  // the root of the model's per-sample streams (streams::dropout)
+  std::uint64_t step = 0;             // the training step the pass belongs to
+  index first_sample = 0;             // the index in the global batch of the pass's first row
+  std::uint64_t layer = 0;            // the key of the layer being run: LayerStack sets it per layer
+  std::size_t first_layer = 0;        // the number of the stack's first layer (a pipeline stage's offset)
+
+  // The context of a nested part (a layer of a stack, a Residual's body or shortcut): its own key.
+  Context nested(std::uint64_t part) const {
+    Context inner = *this;
+    inner.layer = fnv1a(&part, sizeof part, layer ^ fnv1a_offset);
+    inner.first_layer = 0;
+    return inner;
+  }
+};
+
+// Which samples of which training step a pass computes (Context::step and first_sample).
+struct PassKey {
+  std::uint64_t step = 0;
+  index first_sample = 0;
 };
 
 template <class L>

@@ -134,7 +134,9 @@ class LayerStack {
     using L = layer_type<I>;
     Tensor<T, 2, D>& out = trace.outputs[I];
     out.resize({trace.batch(), L::output_shape::size});
-    std::get<I>(layers_).forward(layer_input<I>(trace), out.view(), std::get<I>(trace.states), context);
+    // Each layer draws from its own streams, keyed by its number in the whole model.
+    std::get<I>(layers_).forward(layer_input<I>(trace), out.view(), std::get<I>(trace.states),
+                                 context.nested(context.first_layer + I));
   }
 
   template <std::size_t I, class Hook>
@@ -155,7 +157,7 @@ class LayerStack {
       }
     }();
     std::get<I>(layers_).backward(layer_input<I>(trace), trace.outputs[I].view(), dy, dx, std::get<I>(trace.states),
-                                  context);
+                                  context.nested(context.first_layer + I));
     on_gradients_ready(I);
   }
 

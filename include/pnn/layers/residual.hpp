@@ -129,6 +129,10 @@ class Residual<Specs...>::layer {
   using input_shape = In;
   using output_shape = std::conditional_t<shapes_match, typename Body::output_shape, typename Body::output_shape>;
 
+  // The keys of the body's and the shortcut's random streams (Context::nested): their layers are
+  // numbered from 0 in each, so the two paths need keys of their own.
+  static constexpr std::uint64_t body_part = 1, shortcut_part = 2;
+
   struct State {
     typename Body::Trace body;
     typename ShortcutStack::Trace shortcut;
@@ -151,9 +155,9 @@ class Residual<Specs...>::layer {
   }
 
   void forward(TensorView<const T, 2, D> x, TensorView<T, 2, D> y, State& state, const Context& context) {
-    body_.forward(x, state.body, context);
+    body_.forward(x, state.body, context.nested(body_part));
     if constexpr (has_shortcut) {
-      shortcut_.forward(x, state.shortcut, context);
+      shortcut_.forward(x, state.shortcut, context.nested(shortcut_part));
       y = state.body.output() + state.shortcut.output();
     } else {
       y = state.body.output() + x;
@@ -162,14 +166,14 @@ class Residual<Specs...>::layer {
 
   void backward(TensorView<const T, 2, D>, TensorView<const T, 2, D>, TensorView<const T, 2, D> dy,
                 TensorView<T, 2, D> dx, State& state, const Context& context) {
-    body_.backward(dy, dx, state.body, context);
+    body_.backward(dy, dx, state.body, context.nested(body_part));
     if constexpr (has_shortcut) {
       TensorView<T, 2, D> shortcut_dx;
       if (dx) {
         state.shortcut_gradient.resize(dx.shape());
         shortcut_dx.rebind(state.shortcut_gradient.view());
       }
-      shortcut_.backward(dy, shortcut_dx, state.shortcut, context);
+      shortcut_.backward(dy, shortcut_dx, state.shortcut, context.nested(shortcut_part));
       if (dx) dx += state.shortcut_gradient;
     } else {
       if (dx) dx += dy;

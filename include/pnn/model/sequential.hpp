@@ -96,15 +96,25 @@ class BasicSequential {
     }
     gradients_.fill_zero();
     dropout_random_ = Generator(seed).split(streams::dropout);
+    passes_ = 0;
   }
 
   // ----- forward and backward --------------------------------------------------------------------------
   // x is (batch, input features); the result is (batch, output features) and stays valid until the next
   // forward pass through the same trace. x must stay alive until the matching backward().
-  TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, Trace& trace, bool training = true) {
-    Context context{training, &dropout_random_};
+  // `key` says which samples of which training step x holds: their dropout masks depend on nothing else
+  // (layers/layer.hpp, Context). Without a key, a training pass is the model's next step, from sample 0.
+  TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, Trace& trace, bool training, PassKey key) {
+    const Context context{.training = training,
+                          .random = &dropout_random_,
+                          .step = key.step,
+                          .first_sample = key.first_sample,
+                          .first_layer = first_layer_index_};
     stack_.forward(x, trace, context);
     return trace.output();
+  }
+  TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, Trace& trace, bool training = true) {
+    return forward(x, trace, training, PassKey{training ? passes_++ : passes_, 0});
   }
   TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, bool training = true) {
     return forward(x, trace_, training);
@@ -116,7 +126,7 @@ class BasicSequential {
   // dx is empty. on_gradients_ready(layer) is called as each layer's gradients become final.
   template <class Hook = NoGradientHook>
   void backward(TensorView<const T, 2, D> dy, TensorView<T, 2, D> dx, Trace& trace, Hook&& on_gradients_ready = {}) {
-    Context context{true, &dropout_random_};
+    const Context context{.training = true, .random = &dropout_random_, .first_layer = first_layer_index_};
     stack_.backward(dy, dx, trace, context, std::forward<Hook>(on_gradients_ready));
   }
   void backward(TensorView<const T, 2, D> dy) { backward(dy, TensorView<T, 2, D>{}, trace_); }
@@ -204,6 +214,7 @@ class BasicSequential {
     copy(other.gradients_.view(), gradients_.view());
     seed_ = other.seed_;
     dropout_random_ = other.dropout_random_;
+    passes_ = other.passes_;
   }
 
   std::uint64_t seed_;
@@ -214,7 +225,8 @@ class BasicSequential {
   std::vector<std::pair<index, index>> layer_gradient_ranges_;
   index trainable_count_ = 0;
   Trace trace_, inference_trace_;
-  Generator dropout_random_;
+  Generator dropout_random_;  // the root of the per-sample streams; never advanced
+  std::uint64_t passes_ = 0;  // training passes made without a PassKey: their step numbers
 };
 
 template <class... Layers>

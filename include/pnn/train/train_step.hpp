@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "pnn/core/tensor.hpp"
+#include "pnn/layers/layer.hpp"
 #include "pnn/loss/loss.hpp"
 #include "pnn/optim/optimizer.hpp"
 
@@ -22,7 +23,7 @@ concept TrainableModel =
     requires(M& model, TensorView<const typename M::value_type, 2, typename M::device> x, typename M::Trace& trace) {
       { model.trace() } -> std::same_as<typename M::Trace&>;
       model.zero_grad();
-      model.forward(x, trace, true);
+      model.forward(x, trace, true, PassKey{});
       model.parameters();
     };
 
@@ -38,7 +39,9 @@ typename M::value_type train_step(
   static_assert(Loss<LossFunction, T, D>, "train_step: the loss must satisfy pnn::Loss (loss/loss.hpp)");
   auto& trace = model.trace();
   model.zero_grad();
-  const auto output = model.forward(inputs, trace, true);
+  // The step's samples are the whole batch, from row 0: their random draws (dropout) are those any
+  // parallel strategy makes for them (layers/layer.hpp, Context).
+  const auto output = model.forward(inputs, trace, true, PassKey{static_cast<std::uint64_t>(optimizer.steps()), 0});
   trace.output_gradient.resize(output.shape());
   const T value = loss(output, targets, trace.output_gradient.view());
   model.backward(trace.output_gradient.view(), TensorView<T, 2, D>{}, trace);
