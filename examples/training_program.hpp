@@ -65,6 +65,12 @@ using Communicator = pnn::Local;
 template <class Network>
 using OnDevice = typename Network::template on<Device>;
 
+// A pipeline's micro-batches: a network with BatchNorm (the ResNet) normalises each with its own
+// statistics, which a pipeline only accepts when asked to (docs/strategies.md, "BatchNorm").
+template <class Network>
+using MicrobatchesFor = std::conditional_t<pnn::uses_batch_statistics<Network>,
+                                           pnn::Microbatches<8, pnn::StatisticsPerMicrobatch>, pnn::Microbatches<8>>;
+
 // The type the program trains: the network itself, or the network under the chosen strategy.
 template <class Network, class Stages>
 using Trained =
@@ -75,7 +81,7 @@ using Trained =
 #elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_model_parallel
     pnn::Distributed<OnDevice<Network>, pnn::ModelParallel<Stages, Communicator>>;
 #elif PNN_STRATEGY_SELECTED(PNN_EXAMPLE_STRATEGY) == PNN_STRATEGY_pipeline
-    pnn::Distributed<OnDevice<Network>, pnn::Pipeline<Stages, pnn::Microbatches<8>, pnn::OneFOneB, Communicator>>;
+    pnn::Distributed<OnDevice<Network>, pnn::Pipeline<Stages, MicrobatchesFor<Network>, pnn::OneFOneB, Communicator>>;
 #else
 #error "PNN_EXAMPLE_STRATEGY must be serial, data_parallel, model_parallel or pipeline"
 #endif

@@ -250,10 +250,31 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
 
 }  // namespace pipeline_detail
 
+// The compile-time error for a pipeline of several micro-batches over a model with batch statistics.
+template <class Model>
+struct pipeline_over_batch_statistics {
+  static_assert(always_false<Model>,
+                "Pipeline<Split<...>, Microbatches<m>, ...> with m > 1 over a model with BatchNorm would normalise "
+                "each micro-batch with its own statistics, which is another model than serial training's (as in "
+                "GPipe). To accept that, write Microbatches<m, pnn::StatisticsPerMicrobatch>; for the serial "
+                "model's statistics, use ModelParallel<Split<...>> (one micro-batch)");
+  static constexpr bool value = false;
+};
+template <bool Ok, class Model>
+inline constexpr bool check_batch_statistics = true;
+template <class Model>
+inline constexpr bool check_batch_statistics<false, Model> = pipeline_over_batch_statistics<Model>::value;
+
 template <class Model, class Strategy>
 class PipelineRank {
   using parts = pipeline_detail::model_parts<Model>;
   using SplitPoints = typename Strategy::split;
+  // Micro-batches of a model with BatchNorm are normalised with their own statistics: another model than
+  // serial training's, so only with the explicit opt-in (Microbatches<m, StatisticsPerMicrobatch>).
+  static constexpr bool statistics_checked = check_batch_statistics < !uses_batch_statistics<Model> ||
+                                             Strategy::microbatches == 1 || Strategy::statistics_per_microbatch,
+                        Model > ;
+  static_assert(statistics_checked, "see pipeline_over_batch_statistics above");
   // An invalid split reports its error through check_split; the stages then fall back to one layer each
   // so the compiler does not add a cascade of follow-on errors.
   static constexpr bool valid_split = check_split<SplitPoints, parts::layers>();

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -32,10 +33,18 @@ struct Split {
   static constexpr std::array<std::size_t, count> points{Points...};
 };
 
-template <index Count>
+// The opt-in for a pipeline over a model with batch statistics (BatchNorm): Microbatches<m,
+// StatisticsPerMicrobatch> normalises each micro-batch with its own statistics, as GPipe does. That is
+// another model than serial training's, so a pipeline refuses to compile without it (dist/pipeline.hpp).
+struct StatisticsPerMicrobatch {};
+
+template <index Count, class Statistics = void>
 struct Microbatches {
   static_assert(Count > 0, "Microbatches<m> needs m >= 1");
+  static_assert(std::is_void_v<Statistics> || std::is_same_v<Statistics, StatisticsPerMicrobatch>,
+                "Microbatches<m, Tag>: the only tag is pnn::StatisticsPerMicrobatch");
   static constexpr index count = Count;
+  static constexpr bool statistics_per_microbatch = std::is_same_v<Statistics, StatisticsPerMicrobatch>;
 };
 
 // The rank types of the strategies below (data_parallel.hpp, pipeline.hpp).
@@ -66,6 +75,7 @@ struct Pipeline {
   using split = SplitPoints;
   using schedule = Schedule;
   static constexpr index microbatches = Count::count;
+  static constexpr bool statistics_per_microbatch = Count::statistics_per_microbatch;
   static constexpr const char* name = "pipeline";
 };
 

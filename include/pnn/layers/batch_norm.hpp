@@ -100,6 +100,7 @@ constexpr index normalised_channels() {
 
 template <class... Options>
 struct BatchNorm {
+  static constexpr bool batch_statistics = true;  // uses_batch_statistics (layers/layer.hpp)
   using options = detail::batch_norm_options<Options...>;
   static constexpr double momentum = options::momentum::value;
   static constexpr double epsilon = options::epsilon::value;

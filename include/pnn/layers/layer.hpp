@@ -81,6 +81,11 @@ concept Layer = requires(L& layer, typename L::State& state, ParameterDeclaratio
   layer.backward(in, in, in, out, state, context);
 };
 
+// Whether a layer spec (or a model) normalises with statistics over its batch (BatchNorm, and the blocks
+// and models holding one): it then computes another function when a batch is cut into micro-batches.
+template <class Spec>
+inline constexpr bool uses_batch_statistics = requires { requires Spec::batch_statistics; };
+
 // A convenience base for layers without parameters or per-pass state.
 struct WithoutParameters {
   static void declare(ParameterDeclarations&) {}

@@ -30,6 +30,7 @@ namespace pnn {
 template <class... Layers>
 struct Shortcut {
   static_assert(sizeof...(Layers) > 0, "Shortcut<Layers...> needs at least one layer; leave it out for the identity");
+  static constexpr bool batch_statistics = (uses_batch_statistics<Layers> || ...);
 };
 
 namespace detail {
@@ -97,6 +98,7 @@ struct residual_shape_error {
 template <class... Specs>
 struct Residual {
   static_assert(sizeof...(Specs) > 0, "Residual<Layers...> needs at least one layer in its body");
+  static constexpr bool batch_statistics = (uses_batch_statistics<Specs> || ...);
   using parts = detail::residual_parts<Specs...>;
   static constexpr bool has_shortcut = !std::is_same_v<typename parts::shortcut, detail::type_list<>>;
   static_assert(!has_shortcut || sizeof...(Specs) > 1,

@@ -59,6 +59,7 @@ class BasicSequential {
   using input_shape = typename Stack::input_shape;
   using output_shape = typename Stack::output_shape;
   static constexpr std::size_t layer_count = Stack::layer_count;
+  static constexpr bool batch_statistics = (uses_batch_statistics<Rest> || ...);  // any BatchNorm inside
   template <class OtherDevice>
   using on = BasicSequential<T, OtherDevice, First, Rest...>;
   template <class OtherScalar>
