@@ -74,6 +74,13 @@ class ParameterDeclarations {
     prefix_ = saved;
   }
   const std::vector<ParameterDeclaration>& entries() const { return entries_; }
+  // The number of trainable scalars declared (buffers not counted).
+  index trainable_size() const {
+    index n = 0;
+    for (const auto& entry : entries_)
+      if (entry.trainable) n += entry.size();
+    return n;
+  }
 
  private:
   std::vector<ParameterDeclaration> entries_;

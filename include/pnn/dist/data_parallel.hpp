@@ -56,12 +56,12 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
                const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
     const auto step_start = this->begin_step(batch);
     const index count = x.dim(0);
-    PNN_CHECK(count == batch_share(batch, comm_.rank(), comm_.size()).count, ArgumentError, "train_step: rank ",
-              comm_.rank(), " was handed ", count, " rows of a batch of ", batch, " instead of its share");
+    // This rank's samples are rows [share.begin, share.begin + share.count) of the step's global batch.
+    const RowRange share = batch_share(batch, comm_.rank(), comm_.size());
+    PNN_CHECK(count == share.count, ArgumentError, "train_step: rank ", comm_.rank(), " was handed ", count,
+              " rows of a batch of ", batch, " instead of its share");
 
     model_.zero_grad();
-    // This rank's samples are rows [share.begin, ...) of the step's global batch.
-    const RowRange share = batch_share(batch, comm_.rank(), comm_.size());
     const auto output =
         model_.forward(x, trace_, true, PassKey{static_cast<std::uint64_t>(caller.steps()), share.begin});
     trace_.output_gradient.resize(output.shape());

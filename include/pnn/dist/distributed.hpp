@@ -113,10 +113,7 @@ class Distributed {
   static index parameter_count() {
     ParameterDeclarations declarations;
     Model::Stack::declare(declarations);
-    index count = 0;
-    for (const auto& declaration : declarations.entries())
-      if (declaration.trainable) count += declaration.size();
-    return count;
+    return declarations.trainable_size();
   }
 
   // Per-rank statistics (with Mpi, this rank's only).

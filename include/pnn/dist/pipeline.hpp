@@ -271,10 +271,9 @@ class PipelineRank {
   using SplitPoints = typename Strategy::split;
   // Micro-batches of a model with BatchNorm are normalised with their own statistics: another model than
   // serial training's, so only with the explicit opt-in (Microbatches<m, StatisticsPerMicrobatch>).
-  static constexpr bool statistics_checked = check_batch_statistics < !uses_batch_statistics<Model> ||
-                                             Strategy::microbatches == 1 || Strategy::statistics_per_microbatch,
-                        Model > ;
-  static_assert(statistics_checked, "see pipeline_over_batch_statistics above");
+  static constexpr bool statistics_allowed =
+      !uses_batch_statistics<Model> || Strategy::microbatches == 1 || Strategy::statistics_per_microbatch;
+  static_assert(check_batch_statistics<statistics_allowed, Model>, "see pipeline_over_batch_statistics above");
   // An invalid split reports its error through check_split; the stages then fall back to one layer each
   // so the compiler does not add a cascade of follow-on errors.
   static constexpr bool valid_split = check_split<SplitPoints, parts::layers>();

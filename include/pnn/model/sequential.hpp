@@ -168,11 +168,8 @@ class BasicSequential {
     ParameterDeclarations declarations;
     Stack::declare(declarations, first_layer_index_);
     index trainable = 0, buffers = 0;
-    trainable_count_ = 0;
-    for (const auto& d : declarations.entries()) {
-      (d.trainable ? trainable : buffers) += align(d.size());
-      if (d.trainable) trainable_count_ += d.size();
-    }
+    for (const auto& d : declarations.entries()) (d.trainable ? trainable : buffers) += align(d.size());
+    trainable_count_ = declarations.trainable_size();
     values_ = Tensor<T, 1, D>(Extents<1>{trainable});
     gradients_ = Tensor<T, 1, D>(Extents<1>{trainable});
     buffers_ = Tensor<T, 1, D>(Extents<1>{buffers});
