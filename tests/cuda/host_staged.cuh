@@ -37,6 +37,10 @@ class HostStaged {
     local_.all_reduce(data);
   }
   template <class T>
+  void all_reduce_canonical(TensorView<T, 1, cpu> data) {
+    local_.all_reduce_canonical(data);
+  }
+  template <class T>
   void broadcast(TensorView<T, 1, cpu> data, int root) {
     local_.broadcast(data, root);
   }
@@ -48,6 +52,15 @@ class HostStaged {
   template <class T>
   Request all_reduce_async(TensorView<T, 1, cuda> data) {
     all_reduce(data);
+    return {};
+  }
+  template <class T>
+  void all_reduce_canonical(TensorView<T, 1, cuda> data) {
+    staged(data, [&](TensorView<T, 1, cpu> host) { local_.all_reduce_canonical(host); });
+  }
+  template <class T>
+  Request all_reduce_canonical_async(TensorView<T, 1, cuda> data) {
+    all_reduce_canonical(data);
     return {};
   }
   template <class T>

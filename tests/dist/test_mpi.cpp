@@ -2,6 +2,7 @@
 // each process is one rank and checks its own results against serial training done locally.
 #include <pnn/dist/mpi.hpp>
 
+#include "canonical_inputs.hpp"
 #include "equivalence.hpp"
 
 using namespace pnn;
@@ -46,6 +47,65 @@ TEST_CASE("mpi.collectives_and_messages") {
   pending.wait();
   CHECK(out[0] == doctest::Approx(p * (p - 1) / 2.0));
   comm.barrier();
+}
+
+// Run at -np 2 and 4 (recursive halving) and -np 3 (gather, sum, send back): every rank's result is the
+// binary-counter tree over all ranks' inputs, bit for bit; counts below, at and above the rank count,
+// odd counts (halves of unequal size) included.
+TEST_CASE("mpi.all_reduce_canonical_equals_the_reference_tree_bit_for_bit") {
+  Mpi comm({.check_collective_order = true});
+  const int p = comm.size(), r = comm.rank();
+  auto inputs = [&]<class T>(std::type_identity<T>, pnn::index count) {
+    Tensor<T, 1> data(Extents<1>{count});
+    const std::vector<T> values = testing::canonical_inputs<T>(r, count);
+    for (pnn::index i = 0; i < count; ++i) data[i] = values[static_cast<std::size_t>(i)];
+    return data;
+  };
+  for (pnn::index count : {1, 3, 37, 1000}) {
+    CAPTURE(count);
+    const auto reference_f = testing::canonical_reference<float>(p, count);
+    const auto reference_d = testing::canonical_reference<double>(p, count);
+    if (p >= 4)
+      CHECK_FALSE(testing::same_bits(testing::canonical_reference<float>(p, count, true), reference_f.data()));
+    auto sync_f = inputs(std::type_identity<float>{}, count);
+    auto sync_d = inputs(std::type_identity<double>{}, count);
+    comm.all_reduce_canonical(sync_f.view());
+    comm.all_reduce_canonical(sync_d.view());
+    CHECK(testing::same_bits(reference_f, sync_f.data()));
+    CHECK(testing::same_bits(reference_d, sync_d.data()));
+    // Three in flight, advanced by ready() as the data-parallel strategy does, waited for in reverse.
+    auto async_f = inputs(std::type_identity<float>{}, count);
+    auto async_d = inputs(std::type_identity<double>{}, count);
+    auto again_f = inputs(std::type_identity<float>{}, count);
+    std::vector<Mpi::Request> requests;
+    requests.push_back(comm.all_reduce_canonical_async(async_f.view()));
+    requests.push_back(comm.all_reduce_canonical_async(async_d.view()));
+    requests.push_back(comm.all_reduce_canonical_async(again_f.view()));
+    for (int poll = 0; poll < 100; ++poll)
+      for (auto& request : requests) request.ready();
+    for (auto request = requests.rbegin(); request != requests.rend(); ++request) request->wait();
+    CHECK(testing::same_bits(reference_f, async_f.data()));
+    CHECK(testing::same_bits(reference_d, async_d.data()));
+    CHECK(testing::same_bits(reference_f, again_f.data()));
+  }
+}
+
+// The last rank never calls all_reduce_canonical: the others' waits end at the timeout with an error
+// (on a communicator of the test's own, so the unanswered messages stay there).
+TEST_CASE("mpi.all_reduce_canonical_a_rank_that_never_arrives") {
+  Mpi comm({.timeout = std::chrono::milliseconds(500)});
+  Tensor<float, 1> data(Extents<1>{2});
+  std::string message;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    if (comm.rank() != comm.size() - 1) comm.all_reduce_canonical(data.view());
+  } catch (const CommunicationError& e) {
+    message = e.what();
+  }
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+  if (comm.rank() == comm.size() - 1) CHECK(message.empty());
+  else CHECK(message.find("all_reduce_canonical(2 floats) did not complete within 500 ms") != std::string::npos);
+  Mpi().barrier();
 }
 
 TEST_CASE("mpi.collective_order_check_reports_the_first_mismatch") {

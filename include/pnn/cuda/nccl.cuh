@@ -203,6 +203,16 @@ class Nccl {
     return Request(start_reduce(data, "all_reduce"), state_->device);
   }
 
+  // On GPUs the cross-rank order is NCCL's: the canonical order is promised on the CPU only.
+  template <class T>
+  void all_reduce_canonical(TensorView<T, 1, cuda> data) {
+    all_reduce(data);
+  }
+  template <class T>
+  Request all_reduce_canonical_async(TensorView<T, 1, cuda> data) {
+    return all_reduce_async(data);
+  }
+
   template <class T>
   void broadcast(TensorView<T, 1, cuda> data, int root) {
     check_peer(root, "broadcast");
@@ -229,6 +239,11 @@ class Nccl {
                          state_->comms[collectives], stream),
            description);
     });
+  }
+  // On GPUs the cross-rank order is NCCL's, for host data too (it is staged through the device).
+  template <class T>
+  void all_reduce_canonical(TensorView<T, 1, cpu> data) {
+    all_reduce(data);
   }
   template <class T>
   void broadcast(TensorView<T, 1, cpu> data, int root) {

@@ -5,6 +5,11 @@
 // for the few numbers every rank must agree on (loss totals, model hashes), on host `double`s:
 //   all_reduce(view)                 element-wise sum over the ranks, in place (device and host views)
 //   all_reduce_async(view)           starts a sum and returns a Request to wait() on later
+//   all_reduce_canonical(view), all_reduce_canonical_async(view)
+//                                    the same sum, in one order every rank and every run share: the
+//                                    binary-counter tree over the ranks' values in rank order
+//                                    (core/canonical_sum.hpp), so every rank gets the bits serial code
+//                                    gets from that tree (on the CPU; on GPUs NCCL chooses the order)
 //   broadcast(view, root)            root's values to every rank (device and host views)
 //   send(view, destination, tag) / receive(view, source, tag)    point to point (pipelines)
 //   abort(message), aborted(), failure()                          a failed rank ends every rank's wait
@@ -79,6 +84,9 @@ concept Communicator = requires(C& communicator, const C& observed, TensorView<T
   communicator.all_reduce(data);
   communicator.all_reduce(host);  // loss totals, model hashes
   { communicator.all_reduce_async(data) } -> std::same_as<typename C::Request>;
+  communicator.all_reduce_canonical(data);
+  communicator.all_reduce_canonical(host);
+  { communicator.all_reduce_canonical_async(data) } -> std::same_as<typename C::Request>;
   request.wait();
   communicator.broadcast(data, peer);
   communicator.broadcast(host, peer);

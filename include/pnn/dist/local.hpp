@@ -6,7 +6,8 @@
 // Collectives meet at a rendezvous keyed by each rank's collective count, so the k-th collective of
 // every rank is the same operation: the group checks that (operation, element type, size, root) agree
 // and reports the first mismatch. Reductions work in place on the ranks' own buffers: rank r sums chunk r
-// of every buffer in rank order (deterministic, whatever the timing) and writes it back to all of them.
+// of every buffer in rank order (deterministic, whatever the timing) and writes it back to all of them;
+// all_reduce_canonical sums the chunk along the binary-counter tree over the ranks instead.
 // Every wait has a timeout that names the ranks that did not arrive; a failure of any rank (abort())
 // ends every pending and later operation on every rank with its message.
 #pragma once
@@ -28,6 +29,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "pnn/core/canonical_sum.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/dist/communicator.hpp"
 
@@ -292,19 +294,23 @@ class Local {
   template <class T>
   void all_reduce(TensorView<T, 1, cpu> data) {
     drain();
-    reduce(*group_, rank_, data, next_sequence());
+    reduce(*group_, rank_, data, next_sequence(), Order::rank_by_rank);
   }
 
   template <class T>
   Request all_reduce_async(TensorView<T, 1, cpu> data) {
-    // One rank has nothing to reduce and nobody to disagree with: no hand-over to the asynchronous thread.
-    if (size() == 1) return Request();
-    const std::uint64_t sequence = next_sequence();
-    // The task holds the group, not this communicator, so moving the communicator cannot dangle it.
-    auto task =
-        async_->submit([group = group_, rank = rank_, data, sequence] { reduce(*group, rank, data, sequence); });
-    pending_ = Request(task);
-    return Request(std::move(task));
+    return reduce_async(data, Order::rank_by_rank);
+  }
+
+  template <class T>
+  void all_reduce_canonical(TensorView<T, 1, cpu> data) {
+    drain();
+    reduce(*group_, rank_, data, next_sequence(), Order::binary_counter_tree);
+  }
+
+  template <class T>
+  Request all_reduce_canonical_async(TensorView<T, 1, cpu> data) {
+    return reduce_async(data, Order::binary_counter_tree);
   }
 
   template <class T>
@@ -365,11 +371,28 @@ class Local {
     return text + ")";
   }
 
+  // How a reduction orders its additions: ((v0 + v1) + v2) + ..., or core/canonical_sum.hpp's tree.
+  enum class Order { rank_by_rank, binary_counter_tree };
+
   template <class T>
-  static void reduce(local_detail::Group& group, int rank, TensorView<T, 1, cpu> data, std::uint64_t sequence) {
+  Request reduce_async(TensorView<T, 1, cpu> data, Order order) {
+    // One rank has nothing to reduce and nobody to disagree with: no hand-over to the asynchronous thread.
+    if (size() == 1) return Request();
+    const std::uint64_t sequence = next_sequence();
+    // The task holds the group, not this communicator, so moving the communicator cannot dangle it.
+    auto task = async_->submit(
+        [group = group_, rank = rank_, data, sequence, order] { reduce(*group, rank, data, sequence, order); });
+    pending_ = Request(task);
+    return Request(std::move(task));
+  }
+
+  template <class T>
+  static void reduce(local_detail::Group& group, int rank, TensorView<T, 1, cpu> data, std::uint64_t sequence,
+                     Order order) {
     const index count = data.size();
     const int ranks = group.size();
-    group.collective(rank, sequence, describe<T>("all_reduce", count), data.data(),
+    const char* operation = order == Order::rank_by_rank ? "all_reduce" : "all_reduce_canonical";
+    group.collective(rank, sequence, describe<T>(operation, count), data.data(),
                      [&](const std::vector<void*>& buffers) {
                        // This rank owns chunk [begin, end) of every buffer: it alone reads and writes it.
                        // It sums in place into rank 0's buffer, in rank order, then copies that chunk to
@@ -377,9 +400,16 @@ class Local {
                        const index begin = count * rank / ranks, end = count * (rank + 1) / ranks;
                        if (begin == end) return;
                        T* total = static_cast<T*>(buffers[0]);
-                       for (int r = 1; r < ranks; ++r) {
-                         const T* part = static_cast<const T*>(buffers[static_cast<std::size_t>(r)]);
-                         for (index i = begin; i < end; ++i) total[i] += part[i];
+                       if (order == Order::binary_counter_tree) {
+                         std::vector<const T*> parts;
+                         for (void* buffer : buffers) parts.push_back(static_cast<const T*>(buffer) + begin);
+                         tree_sum_elementwise(std::span<const T* const>(parts), static_cast<std::size_t>(end - begin),
+                                              total + begin);
+                       } else {
+                         for (int r = 1; r < ranks; ++r) {
+                           const T* part = static_cast<const T*>(buffers[static_cast<std::size_t>(r)]);
+                           for (index i = begin; i < end; ++i) total[i] += part[i];
+                         }
                        }
                        for (int r = 1; r < ranks; ++r)
                          std::memcpy(static_cast<T*>(buffers[static_cast<std::size_t>(r)]) + begin, total + begin,

@@ -7,6 +7,13 @@
 // PNN_HAVE_MPI). Every operation is started non-blocking and then waited for with a deadline, so a rank
 // that never arrives ends the wait with an error naming the operation instead of a silent hang; a rank
 // that fails calls abort(), which prints its message and makes mpirun stop every rank.
+//
+// all_reduce_canonical is point to point, on a communicator of its own with a tag per operation, so its
+// messages never meet a pipeline's. For 2^k ranks it is a recursive-halving reduce-scatter (partners
+// rank ^ 1, rank ^ 2, ...: the lower rank's half is the left operand, so level j adds subtrees of 2^j
+// ranks, exactly the balanced tree) and the mirrored recursive-doubling all-gather; for other counts each
+// rank gathers its segment from every rank, sums it along the tree and sends it to every rank. Its
+// Request advances the steps whenever ready() or wait() is called.
 #pragma once
 
 // pnn uses MPI's C interface; skipping the deprecated C++ bindings saves compile time and warnings.
@@ -22,11 +29,14 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <string>
+#include <span>
 #include <thread>
 #include <vector>
 
+#include "pnn/core/canonical_sum.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/dist/communicator.hpp"
 
@@ -76,6 +86,164 @@ class Environment {
   bool initialised_here_ = false;
 };
 
+// A reduction made of several rounds of messages: progress() tests the current round and, once it is
+// done, does its arithmetic and posts the next. The Request that holds it calls progress() from ready()
+// and wait(), so the rounds advance while the caller works.
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  // True once the data holds the result; rethrows the first failure on every later call.
+  bool progress() {
+    if (error_) std::rethrow_exception(error_);
+    try {
+      for (;;) {
+        if (!requests_.empty()) {
+          int done = 0;
+          const int code =
+              MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done, MPI_STATUSES_IGNORE);
+          if (code != MPI_SUCCESS) throw CommunicationError(error_text(code));
+          if (!done) return false;
+          requests_.clear();
+        }
+        if (round_ == rounds_) return true;
+        if (round_ >= 0) finish_round(round_);
+        if (++round_ < rounds_) post_round(round_);
+      }
+    } catch (const std::exception& error) {
+      error_ = std::make_exception_ptr(CommunicationError(error.what()));
+      throw;
+    }
+  }
+  void cancel() {
+    for (MPI_Request& request : requests_)
+      if (request != MPI_REQUEST_NULL) MPI_Cancel(&request);
+  }
+
+ protected:
+  explicit Exchange(int rounds) : rounds_(rounds) {}
+  virtual void post_round(int round) = 0;
+  virtual void finish_round(int round) = 0;
+  std::vector<MPI_Request> requests_;
+
+ private:
+  int rounds_ = 0, round_ = -1;
+  std::exception_ptr error_;
+};
+
+// all_reduce_canonical's rounds (see the header comment). `data` must outlive it.
+template <class T>
+class CanonicalReduction final : public Exchange {
+ public:
+  CanonicalReduction(T* data, index count, MPI_Comm communicator, int rank, int size, int tag)
+      : Exchange(rounds(size)),
+        data_(data),
+        communicator_(communicator),
+        rank_(rank),
+        size_(size),
+        tag_(tag),
+        halving_((size & (size - 1)) == 0) {
+    if (halving_) {
+      // Level j splits the range this rank and its partner rank ^ 2^j share; each keeps one half.
+      Range range{0, count};
+      for (int mask = 1; mask < size; mask <<= 1) {
+        const index middle = range.begin + (range.end - range.begin) / 2;
+        const bool upper = (rank & mask) != 0;
+        levels_.push_back({upper ? Range{middle, range.end} : Range{range.begin, middle},
+                           upper ? Range{range.begin, middle} : Range{middle, range.end}, rank ^ mask, upper});
+        range = levels_.back().kept;
+      }
+      staging_.resize(static_cast<std::size_t>(count - count / 2));
+    } else {
+      for (int r = 0; r < size; ++r) segments_.push_back({count * r / size, count * (r + 1) / size});
+      staging_.resize(static_cast<std::size_t>(segments_[static_cast<std::size_t>(rank)].size() * size));
+    }
+  }
+
+ private:
+  struct Range {
+    index begin, end;
+    index size() const { return end - begin; }
+  };
+  struct Level {
+    Range kept, given;  // this rank's half of the level's range, and its partner's
+    int partner;
+    bool upper;  // this rank is the upper one: its values are the right operand
+  };
+
+  static int rounds(int size) {
+    if ((size & (size - 1)) != 0) return 2;
+    int levels = 0;
+    while ((1 << levels) < size) ++levels;
+    return 2 * levels;
+  }
+
+  void post_round(int round) override {
+    if (halving_) {
+      const int levels = static_cast<int>(levels_.size());
+      if (round < levels) {  // reduce-scatter: give away one half, receive the partner's part of the other
+        const Level& level = levels_[static_cast<std::size_t>(round)];
+        receive(staging_.data(), level.kept.size(), level.partner, 0);
+        send(data_ + level.given.begin, level.given.size(), level.partner, 0);
+      } else {  // all-gather, the levels in reverse: exchange the summed halves
+        const Level& level = levels_[static_cast<std::size_t>(2 * levels - 1 - round)];
+        receive(data_ + level.given.begin, level.given.size(), level.partner, 1);
+        send(data_ + level.kept.begin, level.kept.size(), level.partner, 1);
+      }
+      return;
+    }
+    const Range own = segments_[static_cast<std::size_t>(rank_)];
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      const Range other = segments_[static_cast<std::size_t>(r)];
+      if (round == 0) {  // every rank's values of this rank's segment
+        receive(staging_.data() + own.size() * r, own.size(), r, 0);
+        send(data_ + other.begin, other.size(), r, 0);
+      } else {  // every segment's sum to every rank
+        receive(data_ + other.begin, other.size(), r, 1);
+        send(data_ + own.begin, own.size(), r, 1);
+      }
+    }
+  }
+
+  void finish_round(int round) override {
+    if (halving_) {
+      if (round >= static_cast<int>(levels_.size())) return;
+      const Level& level = levels_[static_cast<std::size_t>(round)];
+      T* kept = data_ + level.kept.begin;
+      const T* received = staging_.data();
+      for (index i = 0; i < level.kept.size(); ++i)
+        kept[i] = level.upper ? received[i] + kept[i] : kept[i] + received[i];
+    } else if (round == 0) {
+      const Range own = segments_[static_cast<std::size_t>(rank_)];
+      std::vector<const T*> parts;
+      for (int r = 0; r < size_; ++r)
+        parts.push_back(r == rank_ ? data_ + own.begin : staging_.data() + own.size() * r);
+      tree_sum_elementwise(std::span<const T* const>(parts), static_cast<std::size_t>(own.size()), data_ + own.begin);
+    }
+  }
+
+  void receive(T* into, index elements, int source, int phase) {
+    requests_.push_back(MPI_REQUEST_NULL);
+    const int code = MPI_Irecv(into, static_cast<int>(elements), datatype<T>(), source, tag_ + phase, communicator_,
+                               &requests_.back());
+    if (code != MPI_SUCCESS) throw CommunicationError(error_text(code));
+  }
+  void send(const T* from, index elements, int destination, int phase) {
+    requests_.push_back(MPI_REQUEST_NULL);
+    const int code = MPI_Isend(from, static_cast<int>(elements), datatype<T>(), destination, tag_ + phase,
+                               communicator_, &requests_.back());
+    if (code != MPI_SUCCESS) throw CommunicationError(error_text(code));
+  }
+
+  T* data_;
+  MPI_Comm communicator_;
+  int rank_, size_, tag_;
+  bool halving_;
+  std::vector<Level> levels_;    // 2^k ranks
+  std::vector<Range> segments_;  // other counts: rank r sums segment r
+  std::vector<T> staging_;
+};
+
 }  // namespace mpi_detail
 
 class Mpi {
@@ -88,24 +256,33 @@ class Mpi {
     Request() = default;
     Request(MPI_Request request, std::string description, int rank, std::chrono::milliseconds timeout)
         : request_(request), description_(std::move(description)), rank_(rank), timeout_(timeout) {}
+    // An exchange of several rounds (all_reduce_canonical), advanced by ready() and wait().
+    Request(std::shared_ptr<mpi_detail::Exchange> exchange, std::string description, int rank,
+            std::chrono::milliseconds timeout)
+        : exchange_(std::move(exchange)), description_(std::move(description)), rank_(rank), timeout_(timeout) {}
     void wait() {
-      if (request_ == MPI_REQUEST_NULL) return;
+      if (request_ == MPI_REQUEST_NULL && !exchange_) return;
       const auto deadline = std::chrono::steady_clock::now() + timeout_;
       for (int spins = 0;; ++spins) {
-        int done = 0;
-        const int code = MPI_Test(&request_, &done, &status_);
-        PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", description_,
-                  " failed: ", mpi_detail::error_text(code));
-        if (done) return;
+        if (test()) return;
         if (std::chrono::steady_clock::now() > deadline) {
-          MPI_Cancel(&request_);
+          if (exchange_) exchange_->cancel();
+          else MPI_Cancel(&request_);
           throw CommunicationError(detail::concat("rank ", rank_, ": ", description_, " did not complete within ",
                                                   timeout_.count(), " ms: a rank did not arrive or has died"));
         }
         if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
     }
+    // True once done or failed (wait() then reports the failure).
     bool ready() {
+      if (exchange_) {
+        try {
+          return exchange_->progress();
+        } catch (const CommunicationError&) {
+          return true;
+        }
+      }
       if (request_ == MPI_REQUEST_NULL) return true;
       int done = 0;
       MPI_Test(&request_, &done, &status_);
@@ -114,7 +291,23 @@ class Mpi {
     const MPI_Status& status() const { return status_; }
 
    private:
+    bool test() {
+      if (exchange_) {
+        try {
+          return exchange_->progress();
+        } catch (const CommunicationError& error) {
+          throw CommunicationError(detail::concat("rank ", rank_, ": ", description_, " failed: ", error.what()));
+        }
+      }
+      int done = 0;
+      const int code = MPI_Test(&request_, &done, &status_);
+      PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", description_,
+                " failed: ", mpi_detail::error_text(code));
+      return done != 0;
+    }
+
     MPI_Request request_ = MPI_REQUEST_NULL;
+    std::shared_ptr<mpi_detail::Exchange> exchange_;
     MPI_Status status_{};
     std::string description_;
     int rank_ = 0;
@@ -125,6 +318,8 @@ class Mpi {
     mpi_detail::Environment::ensure();
     MPI_Comm_dup(MPI_COMM_WORLD, &communicator_);
     MPI_Comm_set_errhandler(communicator_, MPI_ERRORS_RETURN);  // errors become exceptions, not aborts
+    MPI_Comm_dup(MPI_COMM_WORLD, &canonical_communicator_);     // all_reduce_canonical's messages
+    MPI_Comm_set_errhandler(canonical_communicator_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(communicator_, &rank_);
     MPI_Comm_size(communicator_, &size_);
   }
@@ -137,6 +332,7 @@ class Mpi {
     try {
       flush_sends();
     } catch (...) {}
+    MPI_Comm_free(&canonical_communicator_);
     MPI_Comm_free(&communicator_);
   }
 
@@ -159,6 +355,30 @@ class Mpi {
                          communicator_, &request),
           description);
     return Request(request, description, rank_, options_.timeout);
+  }
+
+  template <class T>
+  void all_reduce_canonical(TensorView<T, 1, cpu> data) {
+    all_reduce_canonical_async(data).wait();
+  }
+
+  // `data` must stay alive until the Request is done: its rounds read and write it.
+  template <class T>
+  Request all_reduce_canonical_async(TensorView<T, 1, cpu> data) {
+    const std::string description = describe<T>("all_reduce_canonical", data.size());
+    check_order(description);
+    if (size_ == 1) return Request();
+    count(data.size());
+    // A tag per operation (two phases each): the rounds of reductions in flight together cannot meet.
+    const int tag = static_cast<int>(canonical_sequence_++ % 16'384) * 2;
+    try {
+      auto exchange = std::make_shared<mpi_detail::CanonicalReduction<T>>(data.data(), data.size(),
+                                                                          canonical_communicator_, rank_, size_, tag);
+      exchange->progress();  // posts the first round
+      return Request(std::move(exchange), description, rank_, options_.timeout);
+    } catch (const CommunicationError& error) {
+      throw CommunicationError(detail::concat("rank ", rank_, ": ", description, " failed: ", error.what()));
+    }
   }
 
   template <class T>
@@ -291,8 +511,9 @@ class Mpi {
 
   CommunicatorOptions options_;
   MPI_Comm communicator_ = MPI_COMM_NULL;
+  MPI_Comm canonical_communicator_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  std::uint64_t sequence_ = 0;
+  std::uint64_t sequence_ = 0, canonical_sequence_ = 0;
   std::deque<PendingSend> sends_;
 };
 
