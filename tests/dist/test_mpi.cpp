@@ -49,7 +49,7 @@ TEST_CASE("mpi.collectives_and_messages") {
   comm.barrier();
 }
 
-// Run at -np 2 and 4 (recursive halving) and -np 3 (gather, sum, send back): every rank's result is the
+// Run at -np 2 and 4 (recursive halving) and -np 3 and 6 (gather, sum, send back): every rank's result is the
 // binary-counter tree over all ranks' inputs, bit for bit; counts below, at and above the rank count,
 // odd counts (halves of unequal size) included.
 TEST_CASE("mpi.all_reduce_canonical_equals_the_reference_tree_bit_for_bit") {
