@@ -51,7 +51,7 @@ TEST_CASE("mpi.collectives_and_messages") {
 
 // Run at -np 2 and 4 (recursive halving) and -np 3 and 6 (gather, sum, send back): every rank's result is the
 // binary-counter tree over all ranks' inputs, bit for bit; counts below, at and above the rank count,
-// odd counts (halves of unequal size) included.
+// odd counts (halves of unequal size) and messages large enough for MPI's rendezvous protocol included.
 TEST_CASE("mpi.all_reduce_canonical_equals_the_reference_tree_bit_for_bit") {
   Mpi comm({.check_collective_order = true});
   const int p = comm.size(), r = comm.rank();
@@ -61,7 +61,7 @@ TEST_CASE("mpi.all_reduce_canonical_equals_the_reference_tree_bit_for_bit") {
     for (pnn::index i = 0; i < count; ++i) data[i] = values[static_cast<std::size_t>(i)];
     return data;
   };
-  for (pnn::index count : {1, 3, 37, 1000}) {
+  for (pnn::index count : {1, 3, 37, 1000, 100001}) {
     CAPTURE(count);
     const auto reference_f = testing::canonical_reference<float>(p, count);
     const auto reference_d = testing::canonical_reference<double>(p, count);
