@@ -104,6 +104,15 @@ TEST_CASE("nccl.collectives" * needs_gpu()) {
     host = to_host(data);
     if (std::abs(host[0] - 2 * sum_of_ranks) > 1e-4 * sum_of_ranks)
       return mismatch("all_reduce_async", 0, 2 * sum_of_ranks, host[0]);
+    // The canonical sum: on GPUs NCCL chooses the order, so it is checked as a sum, synchronous, asynchronous
+    // and of host data.
+    data = to_device(rank_values(r, n));
+    nccl.all_reduce_canonical(data.view());
+    request = nccl.all_reduce_canonical_async(data.view());
+    request.wait();
+    host = to_host(data);
+    if (std::abs(host[0] - size * sum_of_ranks) > 1e-4 * size * sum_of_ranks)
+      return mismatch("all_reduce_canonical", 0, size * sum_of_ranks, host[0]);
     // Broadcast from the last rank, of device and of host data.
     data = to_device(rank_values(r, n));
     nccl.broadcast(data.view(), size - 1);
@@ -116,6 +125,8 @@ TEST_CASE("nccl.collectives" * needs_gpu()) {
     small[2] = -r;
     nccl.all_reduce(small.view());
     if (small[1] != size) return mismatch("all_reduce of host data", 1, size, small[1]);
+    nccl.all_reduce_canonical(small.view());
+    if (small[1] != size * size) return mismatch("all_reduce_canonical of host data", 1, size * size, small[1]);
     small[0] = 10.0 * r;
     nccl.broadcast(small.view(), 0);
     if (small[0] != 0) return mismatch("broadcast of host data", 0, 0, small[0]);
