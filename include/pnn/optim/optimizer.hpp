@@ -129,25 +129,39 @@ class Optimizer {
   // Continues from `state` (another optimiser's state() for parameters of the same names and sizes, or a
   // larger model's: tensors of other parameters are ignored, so a pipeline stage takes its part of the
   // whole model's state). Every tensor is checked before anything changes: on error the optimiser is as
-  // it was.
+  // it was. A started optimiser keeps its tensors (their addresses, which a captured CUDA graph holds) and
+  // takes the values.
   void set_state(std::span<const Parameter<T, D>> parameters, const OptimizerState<T>& state) {
-    std::vector<Slot> slots;
-    slots.reserve(parameters.size());
-    for (const auto& p : parameters) {
-      slots.emplace_back(p.trainable() ? p.value.size() : 0);
+    PNN_CHECK(!started_ || states_.size() == parameters.size(), ArgumentError, "Optimizer::set_state: called with ",
+              parameters.size(), " parameters, but the optimiser has stepped ", states_.size(),
+              "; use one optimizer per model");
+    auto source = [&](const Parameter<T, D>& p, const char* field, index size) -> const Tensor<T, 1>& {
+      const std::string name = p.name() + "." + field;
+      const auto found = state.tensors.find(name);
+      PNN_CHECK(found != state.tensors.end(), ArgumentError, "Optimizer<", Rule::name(),
+                ">::set_state: the state has no tensor \"", name, "\"");
+      PNN_CHECK(found->second.size() == size, ArgumentError, "Optimizer<", Rule::name(), ">::set_state: tensor \"",
+                name, "\" has ", found->second.size(), " elements, the parameter ", size);
+      return found->second;
+    };
+    std::vector<Slot> slots;  // the new state, when there is none to take the values
+    for (std::size_t i = 0; i < parameters.size(); ++i) {
+      const auto& p = parameters[i];
+      if (!started_) slots.emplace_back(p.trainable() ? p.value.size() : 0);
       if (!p.trainable()) continue;
-      State::fields(slots.back().state, [&](const char* field, Tensor<T, 1, D>& tensor) {
-        const std::string name = p.name() + "." + field;
-        const auto found = state.tensors.find(name);
-        PNN_CHECK(found != state.tensors.end(), ArgumentError, "Optimizer<", Rule::name(),
-                  ">::set_state: the state has no tensor \"", name, "\"");
-        PNN_CHECK(found->second.size() == tensor.size(), ArgumentError, "Optimizer<", Rule::name(),
-                  ">::set_state: tensor \"", name, "\" has ", found->second.size(), " elements, the parameter ",
-                  tensor.size());
-        copy(found->second.view(), tensor.view());  // to the device: defined by the device's headers
+      PNN_CHECK(!started_ || states_[i].size == p.value.size(), ArgumentError, "Optimizer::set_state: parameter ",
+                p.name(), " changed size since the first step");
+      State::fields(started_ ? states_[i].state : slots.back().state,
+                    [&](const char* field, Tensor<T, 1, D>& tensor) { source(p, field, tensor.size()); });
+    }
+    // Checked: now nothing can fail.
+    for (std::size_t i = 0; i < parameters.size(); ++i) {
+      if (!parameters[i].trainable()) continue;
+      State::fields(started_ ? states_[i].state : slots[i].state, [&](const char* field, Tensor<T, 1, D>& tensor) {
+        copy(source(parameters[i], field, tensor.size()).view(), tensor.view());  // to the device: its headers'
       });
     }
-    states_ = std::move(slots);
+    if (!started_) states_ = std::move(slots);
     started_ = !parameters.empty();
     steps_ = state.steps;
   }

@@ -253,6 +253,9 @@ std::vector<EpochMetrics> fit(Model& model,
     require_same(resumed.samples_per_epoch == position.samples_per_epoch, "a training set of",
                  resumed.samples_per_epoch, position.samples_per_epoch);
     position = resumed;
+    if (out)
+      *out << "resuming " << options.resume_from.string() << " at step " << position.step << " (epoch "
+           << position.epoch + 1 << ", batch " << position.batch << " of " << batcher.batches_per_epoch() << ")\n";
   }
   const TrainingPosition start_position = position;
   index last_checkpoint = -1;
