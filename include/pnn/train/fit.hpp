@@ -4,13 +4,13 @@
 // fit() needs only what every model type provides (a serial Sequential and a Distributed one alike):
 //   train_step(model, inputs, targets, optimizer, loss) -> mean loss of the batch
 //   model.predict(inputs)                              -> outputs, without dropout or batch statistics
-// so switching the parallel strategy does not change the training program.
+// so switching the parallel strategy does not change the training program. Batches are made on the host;
+// a model on a device (Net::on<pnn::cuda>) receives a copy of each on its device.
 //
-// Checkpoints (io/checkpoint.hpp): with FitOptions::checkpoint_path, fit() writes one when it ends and, with
-// checkpoint_every, every so many steps; with resume_from it continues the run that wrote one exactly as if
+// Checkpoints (io/checkpoint.hpp): with FitOptions::checkpoint_path, fit() writes one when it ends and,
+// with checkpoint_every, every so many steps; with resume_from it continues the run that wrote one as if
 // it had not stopped: the same batches in the same order, the same optimiser state and step count, the
-// same dropout masks (FitOptions::max_steps and epochs count the steps and epochs before the checkpoint). Batches are
-// made on the host; a model on a device (Net::on<pnn::cuda>) receives a copy of each on its device.
+// same dropout masks (max_steps and epochs count the steps and epochs before the checkpoint too).
 //
 // The loss decides what the data must hold (its target_type): a classifier trains with
 // SoftmaxCrossEntropy (the default) on a Dataset, whose targets are class labels, and is evaluated by its
