@@ -122,8 +122,8 @@ class Distributed {
   // steps() from its step count (collective, like scatter()).
   template <class Rule>
   void scatter_optimizer_state(Optimizer<Rule, T, D>& caller, const OptimizerState<T>& whole) {
-    runner_.run("load the optimizer state", [&](Rank& rank, int) { rank.scatter_optimizer_state(caller, whole); });
     caller.set_state({}, OptimizerState<T>{.steps = whole.steps, .tensors = {}});  // the ranks hold the tensors
+    runner_.run("load the optimizer state", [&](Rank& rank, int) { rank.scatter_optimizer_state(caller, whole); });
   }
 
   // True on the rank that prints and writes files (rank 0 with Mpi; always with Local).
@@ -273,8 +273,8 @@ TrainingPosition load_checkpoint(Distributed<Model, Strategy>& model,
   Model whole(model.seed());
   Optimizer<Rule, typename Model::value_type, typename Model::device> serial(optimizer.rule);
   const TrainingPosition position = load_checkpoint(whole, serial, path);
-  model.scatter(whole);
   model.scatter_optimizer_state(optimizer, serial.state(whole.parameters()));
+  model.scatter(whole);
   return position;
 }
 
