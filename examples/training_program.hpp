@@ -8,6 +8,8 @@
 // model on the GPU, with Nccl between the ranks (one GPU each; NcclMpi under mpirun). The program parses
 // the flags, loads the data (Fashion-MNIST by default) on the host, trains with fit(), which copies each
 // batch to the model's device, reports the test accuracy, and optionally saves the weights and metrics.
+// --checkpoint FILE writes a checkpoint when training ends (and with --checkpoint-every N every N steps);
+// --resume FILE continues the run that wrote one exactly, under any strategy (io/checkpoint.hpp).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -111,6 +113,9 @@ struct Flags {
   std::string data{};
   std::string save{};
   std::string metrics{};
+  std::string checkpoint{};
+  pnn::index checkpoint_every = 0;
+  std::string resume{};
   bool quiet = false;
 };
 
@@ -162,6 +167,17 @@ inline void add_flags(CLI::App& app, Flags& flags) {
       "Folder with the four MNIST-format IDX files (.gz or raw); default: $PNN_DATA, else Debian's Fashion-MNIST");
   app.add_option("--save", flags.save, "Write the trained weights to this safetensors file");
   app.add_option("--metrics", flags.metrics, "Write one JSON object per epoch to this file");
+  auto* checkpoint = app.add_option("--checkpoint", flags.checkpoint,
+                                    "Write a checkpoint (weights, optimiser state, position in the data) to this "
+                                    "safetensors file when training ends");
+  app.add_option("--checkpoint-every", flags.checkpoint_every,
+                 "Also write the checkpoint every N optimiser steps (needs --checkpoint)")
+      ->check(positive)
+      ->needs(checkpoint);
+  app.add_option("--resume", flags.resume,
+                 "Continue the run that wrote this checkpoint exactly (--steps and --epochs count its steps; "
+                 "give the same --seed and --batch)")
+      ->check(CLI::ExistingFile);
   app.add_flag("--quiet", flags.quiet, "Print only the final result");
 }
 
@@ -202,7 +218,13 @@ int run_training_program(int argc, char** argv, const std::string& description, 
               .momentum = defaults.momentum,
               .optimizer = defaults.optimizer};
   add_flags(app, flags);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    if (error.get_exit_code() == 0) return app.exit(error);  // --help
+    std::cerr << "error: " << error.what() << "\n";          // one line, and the usual usage-error code
+    return 2;
+  }
 
   try {
     use_threads(flags.threads);
@@ -242,7 +264,10 @@ int run_training_program(int argc, char** argv, const std::string& description, 
                             .batch_size = flags.batch,
                             .seed = flags.seed,
                             .metrics_path = flags.metrics,
-                            .progress = flags.quiet ? nullptr : &std::cout};
+                            .progress = flags.quiet ? nullptr : &std::cout,
+                            .checkpoint_path = flags.checkpoint,
+                            .checkpoint_every = flags.checkpoint_every,
+                            .resume_from = flags.resume};
     std::vector<pnn::EpochMetrics> history;
     with_optimizer<typename Network::value_type, Device>(
         flags, [&](auto& optimizer) { history = pnn::fit(model, optimizer, data.train, &data.test, options); });

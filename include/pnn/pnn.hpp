@@ -29,6 +29,7 @@
 #include "pnn/data/dataset.hpp"
 #include "pnn/data/idx.hpp"
 #include "pnn/io/atomic_file.hpp"
+#include "pnn/io/checkpoint.hpp"
 #include "pnn/io/safetensors.hpp"
 #include "pnn/io/weights.hpp"
 #include "pnn/layers/avg_pool2d.hpp"

@@ -111,6 +111,29 @@ TEST_CASE("batcher.shuffling_depends_on_seed_and_epoch_only") {
   CHECK(std::vector<pnn::index>(first.order().begin(), first.order().end()) == epoch1);
 }
 
+TEST_CASE("batcher.skip_passes_over_batches") {
+  // A resumed run skips the batches it took before it stopped, and then sees the same ones.
+  const Dataset data = numbered_dataset(23);
+  Batcher whole(data, 5, 9), resumed(data, 5, 9);
+  Batch expected, batch;
+  whole.start_epoch(2);
+  resumed.start_epoch(2);
+  for (int i = 0; i < 3; ++i) REQUIRE(whole.next(expected));
+  resumed.skip(2);
+  resumed.skip(1);
+  while (whole.next(expected)) {
+    REQUIRE(resumed.next(batch));
+    CHECK(std::vector<std::int32_t>(batch.labels.data(), batch.labels.data() + batch.size()) ==
+          std::vector<std::int32_t>(expected.labels.data(), expected.labels.data() + expected.size()));
+  }
+  CHECK_FALSE(resumed.next(batch));
+  resumed.start_epoch(0);
+  resumed.skip(5);  // all of them: the epoch is over
+  CHECK_FALSE(resumed.next(batch));
+  resumed.start_epoch(0);
+  CHECK_THROWS_WITH_AS(resumed.skip(6), doctest::Contains("cannot skip 6 batches; 5 are left"), ArgumentError);
+}
+
 TEST_CASE("batcher.sequential_order") {
   const Dataset data = numbered_dataset(25);
   Batcher batcher(data, 4, 3, BatchOrder::sequential);

@@ -2,6 +2,12 @@
 // each process is one rank and checks its own results against serial training done locally.
 #include <pnn/dist/mpi.hpp>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
 #include "canonical_inputs.hpp"
 #include "equivalence.hpp"
 
@@ -145,4 +151,56 @@ TEST_CASE("mpi.model_parallel_and_pipeline_equal_serial_training") {
   } else {
     MESSAGE("pipelines are checked at 2 and 4 ranks; this run has " << world_size());
   }
+}
+
+namespace {
+std::string file_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A checkpoint written by Strategy over this world's processes is the serial model's: loaded into a
+// serial model (on every process) and saved again it has the same bytes, and the same strategy resumed
+// from it trains on exactly as if it had not stopped.
+template <class Strategy>
+void check_checkpoint(const std::string& name) {
+  const auto data = testing::synthetic_data(40, 12, 4);
+  Mpi comm;
+  const auto path = std::filesystem::path(PNN_BUILD_DIR) /
+                    ("mpi-checkpoint-" + name + "-np" + std::to_string(comm.size()) + ".safetensors");
+  const Adam adam{.learning_rate = 0.01};
+  Distributed<DropoutMlp, Strategy> straight(11);
+  Optimizer<Adam> straight_optimizer(adam);
+  testing::train(straight, straight_optimizer, data, 8, 10);  // batches 0..4, then 0..4 again
+  {
+    Distributed<DropoutMlp, Strategy> first(11);
+    Optimizer<Adam> optimizer(adam);
+    testing::train(first, optimizer, data, 8, 5);
+    save_checkpoint(first, optimizer, {.step = 5}, path);
+  }
+  comm.barrier();  // rank 0 has written the file
+  DropoutMlp serial(11);
+  Optimizer<Adam> serial_optimizer(adam);
+  CHECK(load_checkpoint(serial, serial_optimizer, path).step == 5);
+  const auto again = std::filesystem::path(PNN_BUILD_DIR) /
+                     ("mpi-checkpoint-" + name + "-again-rank" + std::to_string(comm.rank()) + ".safetensors");
+  save_checkpoint(serial, serial_optimizer, {.step = 5}, again);
+  CHECK(file_text(again) == file_text(path));
+
+  Distributed<DropoutMlp, Strategy> resumed(11);
+  Optimizer<Adam> optimizer(adam);
+  load_checkpoint(resumed, optimizer, path);
+  testing::train(resumed, optimizer, data, 8, 5);  // batches 0..4 again: steps 5..9 of the straight run
+  const DropoutMlp resumed_whole = resumed.gathered(), straight_whole = straight.gathered();
+  const auto a = resumed_whole.parameter_values(), b = straight_whole.parameter_values();
+  CHECK(std::vector<float>(a.data(), a.data() + a.size()) == std::vector<float>(b.data(), b.data() + b.size()));
+  comm.barrier();
+  std::filesystem::remove(again);
+}
+}  // namespace
+
+TEST_CASE("mpi.checkpoints_are_the_serial_models_and_resume_exactly") {
+  check_checkpoint<DataParallel<Mpi>>("data-parallel");
+  if (world_size() == 2) check_checkpoint<Pipeline<Split<2>, Microbatches<2>, GPipe, Mpi>>("pipeline");
+  if (world_size() == 4) check_checkpoint<Pipeline<Split<1, 2, 3>, Microbatches<2>, GPipe, Mpi>>("pipeline");
 }

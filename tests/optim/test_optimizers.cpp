@@ -388,6 +388,47 @@ TEST_CASE("optimizer.rejects_a_different_parameter_count") {
   CHECK_THROWS_WITH_AS(optimizer.step(resized), doctest::Contains("parameter 0.weight changed size"), ArgumentError);
 }
 
+TEST_CASE("optimizer.state_moves_between_optimizers") {
+  // state() names each field of each trainable parameter; set_state() on a fresh optimiser continues as the
+  // original would, bit for bit; a state without a tensor changes nothing.
+  auto check = [](const auto& rule, std::vector<std::string> names) {
+    using Rule = std::decay_t<decltype(rule)>;
+    INFO(Rule::name());
+    Problem original, copied;
+    Optimizer<Rule, double> original_optimizer(rule), copied_optimizer(rule);
+    CHECK(original_optimizer.state(original.parameters).tensors.size() == names.size());  // zeros before a step
+    original.take_steps(original_optimizer, 0, 3);
+    const OptimizerState<double> state = original_optimizer.state(original.parameters);
+    CHECK(state.steps == 3);
+    std::vector<std::string> held;
+    for (const auto& [name, tensor] : state.tensors) held.push_back(name);
+    CHECK(held == names);
+    copy(TensorView<const double, 1>(original.weight), copied.weight.view());
+    copy(TensorView<const double, 1>(original.bias), copied.bias.view());
+    copied_optimizer.set_state(copied.parameters, state);
+    CHECK(copied_optimizer.steps() == 3);
+    original.take_steps(original_optimizer, 3, steps);
+    copied.take_steps(copied_optimizer, 3, steps);
+    for (pnn::index i = 0; i < weight_size; ++i) CHECK(copied.weight[i] == original.weight[i]);
+    for (pnn::index j = 0; j < bias_size; ++j) CHECK(copied.bias[j] == original.bias[j]);
+
+    OptimizerState<double> missing = original_optimizer.state(original.parameters);
+    missing.tensors.erase(names.back());
+    const auto before = copied_optimizer.state(copied.parameters);
+    const std::string problem = "the state has no tensor \"" + names.back() + "\"";
+    CHECK_THROWS_WITH_AS(copied_optimizer.set_state(copied.parameters, missing), doctest::Contains(problem.c_str()),
+                         ArgumentError);
+    const auto after = copied_optimizer.state(copied.parameters);
+    CHECK(after.steps == before.steps);
+    for (const auto& [name, tensor] : before.tensors)
+      for (pnn::index i = 0; i < tensor.size(); ++i) CHECK(after.tensors.at(name)[i] == tensor[i]);
+  };
+  check(SGD{.learning_rate = 0.1, .momentum = 0.9}, {"0.bias.velocity", "0.weight.velocity"});
+  check(Adam{.learning_rate = 1e-2},
+        {"0.bias.first_moment", "0.bias.second_moment", "0.weight.first_moment", "0.weight.second_moment"});
+  check(LARS{.learning_rate = 0.5, .eta = 0.02}, {"0.bias.velocity", "0.weight.velocity"});
+}
+
 TEST_CASE("sgd.fused_float_update_matches_scalar_loop") {
   // More elements than one fused chunk (2048), with a tail, so the chunking of evaluate() is exercised.
   constexpr pnn::index size = 5000;

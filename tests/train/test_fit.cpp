@@ -186,3 +186,72 @@ TEST_CASE("train.regression_fit_equals_steps_by_hand") {
   CHECK(std::vector<float>(a.data(), a.data() + a.size()) == std::vector<float>(b.data(), b.data() + b.size()));
   CHECK(fit_optimizer.steps() == hand_optimizer.steps());
 }
+
+namespace {
+// 50 samples of 4x4 images in 3 classes: 7 batches of 8 per epoch, the last one short.
+Dataset small_dataset() {
+  Dataset data;
+  data.images = Tensor<std::uint8_t, 2>(Extents<2>{50, 16});
+  data.labels = Tensor<std::int32_t, 1>(Extents<1>{50});
+  data.sample_shape = {1, 4, 4};
+  data.classes = 3;
+  Generator random(21);
+  for (pnn::index i = 0; i < data.images.size(); ++i) data.images.data()[i] = static_cast<std::uint8_t>(random.next());
+  for (pnn::index i = 0; i < 50; ++i) data.labels[i] = static_cast<std::int32_t>(random.next() % 3);
+  return data;
+}
+using SmallMlp = Sequential<Input<16>, Dense<12>, ReLU, Dropout<25>, Dense<3>>;
+}  // namespace
+
+TEST_CASE("train.fit_resumed_from_a_checkpoint_equals_uninterrupted_fit") {
+  const Dataset data = small_dataset();
+  const auto directory = scratch_directory();
+  const FitOptions options{.epochs = 10, .max_steps = 40, .batch_size = 8, .seed = 4, .progress = nullptr};
+  SmallMlp straight(3);
+  Optimizer<Adam> straight_adam({.learning_rate = 0.01});
+  const auto straight_history = fit(straight, straight_adam, data, nullptr, options);
+  REQUIRE(straight_history.size() == 6);  // epochs of 7 steps: the sixth stops after 5
+
+  // Stopped in the middle of an epoch (20 = 2 * 7 + 6) and at the end of one (14), written periodically.
+  for (const pnn::index stop : {20, 14}) {
+    CAPTURE(stop);
+    const auto path = directory / "fit.checkpoint";
+    {
+      SmallMlp first(3);
+      Optimizer<Adam> adam({.learning_rate = 0.01});
+      FitOptions interrupted = options;
+      interrupted.max_steps = stop;
+      interrupted.checkpoint_path = path;
+      interrupted.checkpoint_every = 7;
+      fit(first, adam, data, nullptr, interrupted);
+    }
+    SmallMlp resumed(3);
+    Optimizer<Adam> adam({.learning_rate = 0.01});
+    FitOptions resuming = options;
+    resuming.resume_from = path;
+    const auto history = fit(resumed, adam, data, nullptr, resuming);
+    CHECK(adam.steps() == 40);
+    REQUIRE(!history.empty());
+    CHECK(history.back().steps == 40);
+    CHECK(history.back().epoch == 6);
+    CHECK(history.front().epoch == 3);  // after step 14 (7 * 2) and after step 20
+    // The epoch the run stopped in reports all its batches' losses, those before the checkpoint too.
+    CHECK(history.front().train_loss == straight_history[2].train_loss);
+    CHECK(history.back().train_loss == straight_history.back().train_loss);
+    const auto a = resumed.parameter_values(), b = straight.parameter_values();
+    CHECK(std::vector<float>(a.data(), a.data() + a.size()) == std::vector<float>(b.data(), b.data() + b.size()));
+  }
+
+  // A run with other batches is refused, naming the difference.
+  FitOptions other = options;
+  other.resume_from = directory / "fit.checkpoint";
+  other.batch_size = 16;
+  SmallMlp model(3);
+  Optimizer<Adam> adam({.learning_rate = 0.01});
+  CHECK_THROWS_WITH_AS(fit(model, adam, data, nullptr, other),
+                       doctest::Contains("it was written with batch size 8, this run has 16"), ArgumentError);
+  other.batch_size = 8;
+  other.checkpoint_every = 5;
+  CHECK_THROWS_WITH_AS(fit(model, adam, data, nullptr, other), doctest::Contains("needs a checkpoint_path"),
+                       ArgumentError);
+}

@@ -182,6 +182,15 @@ class BasicBatcher {
     position_ = 0;
   }
 
+  // Passes over the next `batches` batches of this epoch without making them (a resumed run continues
+  // where it stopped).
+  void skip(index batches) {
+    PNN_CHECK(batches >= 0 && batches <= batches_per_epoch() - position_ / batch_size_, ArgumentError,
+              "Batcher: cannot skip ", batches, " batches; ", batches_per_epoch() - position_ / batch_size_,
+              " are left in this epoch");
+    position_ = std::min(position_ + batches * batch_size_, samples_per_epoch());
+  }
+
   // Fills `batch` with the next batch of this epoch; false (and `batch` untouched) once the epoch is over.
   template <class Batch>
   bool next(Batch& batch) {

@@ -150,6 +150,18 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
   std::vector<Bucket> buckets_;
   std::vector<typename Comm::Request> requests_;
   index bytes_ = 0;
+
+ public:
+  // The whole model's optimiser state for a checkpoint (every replica holds it), and this replica's
+  // optimiser continuing from one (collective, as gather).
+  template <class Rule>
+  OptimizerState<T> gather_optimizer_state(const Optimizer<Rule, T, D>& caller, const OptimizerState<T>& layout) {
+    return pnn::gather_optimizer_state(comm_, this->optimizer_state(caller, model_.parameters()), layout);
+  }
+  template <class Rule>
+  void scatter_optimizer_state(const Optimizer<Rule, T, D>& caller, const OptimizerState<T>& whole) {
+    this->set_optimizer_state(caller, model_.parameters(), whole);
+  }
 };
 
 }  // namespace pnn

@@ -4,13 +4,13 @@
 //   pnn::Distributed<Cnn, pnn::DataParallel<pnn::Local>> model(seed, {.ranks = 4});
 //   pnn::fit(model, optimizer, data.train, &data.test, options);   // as for a serial Cnn
 //
-// It offers what a serial model offers to the training loop (pnn::train_step, predict, pnn::save and
-// pnn::load), so a program changes strategy by changing one type; the caller's optimiser behaves as for a
-// serial model (steps() counts the steps, reset() forgets every rank's momentum and moments). It holds one runner
-// (dist/rank_threads.hpp): for an in-process communicator (Local, and for GPUs Nccl) RankThreads runs one
-// thread per rank inside this object; otherwise (Mpi) ProcessRank runs this process's rank, and every
-// process launched by mpirun runs the same program on the same global batches (the same seed gives every
-// rank the same data order). Each rank is a Strategy::rank<Model> (dist/strategy_rank.hpp).
+// It offers what a serial model offers to the training loop (pnn::train_step, predict, pnn::save,
+// pnn::load, pnn::save_checkpoint and pnn::load_checkpoint), so a program changes strategy by changing one type; the
+// caller's optimiser behaves as for a serial model (steps() counts the steps, reset() forgets every rank's momentum and
+// moments). It holds one runner (dist/rank_threads.hpp): for an in-process communicator (Local, and for GPUs Nccl)
+// RankThreads runs one thread per rank inside this object; otherwise (Mpi) ProcessRank runs this process's rank, and
+// every process launched by mpirun runs the same program on the same global batches (the same seed gives every rank the
+// same data order). Each rank is a Strategy::rank<Model> (dist/strategy_rank.hpp).
 //
 // Failures: an exception on a rank ends the step on every rank. With Local, train_step then throws on
 // the caller's thread a RankFailure naming the rank and the operation; with Mpi, the failing rank prints
@@ -33,6 +33,7 @@
 #include "pnn/dist/rank_threads.hpp"
 #include "pnn/dist/strategy.hpp"
 #include "pnn/dist/strategy_rank.hpp"
+#include "pnn/io/checkpoint.hpp"
 #include "pnn/io/weights.hpp"
 
 namespace pnn {
@@ -102,6 +103,28 @@ class Distributed {
     runner_.run("load", [&](Rank& rank, int) { rank.scatter(whole); });
   }
   std::uint64_t seed() const { return seed_; }
+
+  // The whole model's optimiser state (io/checkpoint.hpp keeps it), gathered from the ranks' optimisers
+  // that follow `caller` (collective, like gathered()); its steps are the caller's.
+  template <class Rule>
+  OptimizerState<T> gathered_optimizer_state(const Optimizer<Rule, T, D>& caller) {
+    const Model whole(seed_);
+    const OptimizerState<T> layout = Optimizer<Rule, T, D>(caller.rule).state(whole.parameters());
+    OptimizerState<T> result;
+    runner_.run("gather the optimizer state", [&](Rank& rank, int local) {
+      OptimizerState<T> state = rank.gather_optimizer_state(caller, layout);
+      if (local == 0) result = std::move(state);
+    });
+    result.steps = caller.steps();
+    return result;
+  }
+  // Every rank's optimiser continues from its part of `whole`, a whole model's state, and the caller's
+  // steps() from its step count (collective, like scatter()).
+  template <class Rule>
+  void scatter_optimizer_state(Optimizer<Rule, T, D>& caller, const OptimizerState<T>& whole) {
+    caller.set_state({}, OptimizerState<T>{.steps = whole.steps, .tensors = {}});  // the ranks hold the tensors
+    runner_.run("load the optimizer state", [&](Rank& rank, int) { rank.scatter_optimizer_state(caller, whole); });
+  }
 
   // True on the rank that prints and writes files (rank 0 with Mpi; always with Local).
   bool is_primary() const { return runner_.first_rank() == 0; }
@@ -225,6 +248,34 @@ void load(Distributed<Model, Strategy>& model, const std::filesystem::path& path
   Model whole(model.seed());
   load(whole, path);
   model.scatter(whole);
+}
+
+// A checkpoint of a distributed model is the serial model's (io/checkpoint.hpp), with the whole model's
+// weights and optimiser state, so a run resumes under any strategy and number of ranks. Only rank 0
+// writes (collective: every MPI rank calls it).
+template <class Model, class Strategy, class Rule>
+void save_checkpoint(Distributed<Model, Strategy>& model,
+                     const Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer,
+                     const TrainingPosition& position, const std::filesystem::path& path) {
+  const Model whole = model.gathered();
+  const auto state = model.gathered_optimizer_state(optimizer);
+  if (!model.is_primary()) return;
+  Optimizer<Rule, typename Model::value_type, typename Model::device> serial(optimizer.rule);
+  serial.set_state(whole.parameters(), state);
+  save_checkpoint(whole, serial, position, path);
+}
+// Resumes from a checkpoint written by a serial or a distributed model; every MPI rank reads the file.
+// Everything is checked (on a serial model) before any rank changes.
+template <class Model, class Strategy, class Rule>
+TrainingPosition load_checkpoint(Distributed<Model, Strategy>& model,
+                                 Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer,
+                                 const std::filesystem::path& path) {
+  Model whole(model.seed());
+  Optimizer<Rule, typename Model::value_type, typename Model::device> serial(optimizer.rule);
+  const TrainingPosition position = load_checkpoint(whole, serial, path);
+  model.scatter_optimizer_state(optimizer, serial.state(whole.parameters()));
+  model.scatter(whole);
+  return position;
 }
 
 }  // namespace pnn

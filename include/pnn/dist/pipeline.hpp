@@ -246,6 +246,18 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   Tensor<T, 2, D> input_gradient_, prediction_input_, prediction_;
   using RankBookkeeping<T, D>::times_;
   index bytes_ = 0, max_live_ = 0;
+
+ public:
+  // The whole model's optimiser state for a checkpoint, from every stage's part (collective), and this
+  // stage's optimiser continuing from its layers' part of one.
+  template <class Rule>
+  OptimizerState<T> gather_optimizer_state(const Optimizer<Rule, T, D>& caller, const OptimizerState<T>& layout) {
+    return pnn::gather_optimizer_state(comm_, this->optimizer_state(caller, stage_.parameters()), layout);
+  }
+  template <class Rule>
+  void scatter_optimizer_state(const Optimizer<Rule, T, D>& caller, const OptimizerState<T>& whole) {
+    this->set_optimizer_state(caller, stage_.parameters(), whole);
+  }
 };
 
 }  // namespace pipeline_detail
@@ -344,6 +356,17 @@ class PipelineRank {
   }
 
   Runners runner_;
+
+ public:
+  // The whole model's optimiser state (collective), and this stage's part of one: for checkpoints.
+  template <class Rule>
+  OptimizerState<T> gather_optimizer_state(const Optimizer<Rule, T, D>& caller, const OptimizerState<T>& layout) {
+    return std::visit([&](auto& runner) { return runner.gather_optimizer_state(caller, layout); }, runner_);
+  }
+  template <class Rule>
+  void scatter_optimizer_state(const Optimizer<Rule, T, D>& caller, const OptimizerState<T>& whole) {
+    std::visit([&](auto& runner) { runner.scatter_optimizer_state(caller, whole); }, runner_);
+  }
 };
 
 }  // namespace pnn

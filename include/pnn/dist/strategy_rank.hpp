@@ -9,6 +9,8 @@
 //   train_step(inputs, targets, batch, optimizer, loss)   one step on its rows of the global batch;
 //                                             returns the global mean loss
 //   predict(inputs), gather(model), scatter(model), statistics()
+//   gather_optimizer_state(caller, layout), scatter_optimizer_state(caller, state)   the whole model's
+//                                             optimiser state, for checkpoints (gather_optimizer_state below)
 // The shared parts are written once here: batch_share (the row formula of data-parallel shares and
 // pipeline micro-batches), and RankBookkeeping (the rank's own optimiser following the caller's, the
 // step timing and the end-of-step statistics).
@@ -17,7 +19,11 @@
 #include <any>
 #include <concepts>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "pnn/core/error.hpp"
 #include "pnn/core/tensor.hpp"
@@ -84,6 +90,18 @@ class RankBookkeeping {
     statistics_.bytes_communicated = bytes_communicated;
   }
 
+  // The state of the rank's optimiser (following the caller's) for the rank's parameters, and the rank's
+  // optimiser continuing from a whole model's state (it takes its parameters' part): for checkpoints.
+  template <class Rule>
+  OptimizerState<T> optimizer_state(const Optimizer<Rule, T, D>& caller, std::span<const Parameter<T, D>> mine) {
+    return optimizer(caller).state(mine);
+  }
+  template <class Rule>
+  void set_optimizer_state(const Optimizer<Rule, T, D>& caller, std::span<const Parameter<T, D>> mine,
+                           const OptimizerState<T>& whole) {
+    optimizer(caller).set_state(mine, whole);
+  }
+
   StepTimer<D> times_;
 
  private:
@@ -92,14 +110,74 @@ class RankBookkeeping {
   index resets_seen_ = 0;
 };
 
+// The whole model's optimiser state on every rank, from ranks that each hold the state of some of its
+// parameters (collective). `layout` is the whole model's state, for its tensors' names and sizes only.
+// Each tensor comes from the lowest rank that holds it: data-parallel replicas hold all of them (the
+// same on every rank), pipeline stages their own layers'. It travels by broadcast, not by a sum, so its
+// bits (negative zeros included) arrive as they are.
+template <class Comm, class T>
+OptimizerState<T> gather_optimizer_state(Comm& comm, const OptimizerState<T>& mine, const OptimizerState<T>& layout) {
+  using D = typename Comm::device;
+  const auto count = static_cast<index>(layout.tensors.size());
+  Tensor<double, 1> holders(Extents<1>{count * comm.size()});  // holders[r * count + i]: rank r holds tensor i
+  index i = 0;
+  for (const auto& entry : layout.tensors) holders[comm.rank() * count + i++] = mine.tensors.count(entry.first);
+  comm.all_reduce(holders.view());
+  std::vector<int> owner;
+  i = 0;
+  for (const auto& entry : layout.tensors) {
+    int r = 0;
+    while (r < comm.size() && holders[r * count + i] == 0) ++r;
+    PNN_CHECK(r < comm.size(), Error, "no rank holds the optimiser state \"", entry.first, "\"");
+    owner.push_back(r);
+    ++i;
+  }
+  OptimizerState<T> whole{.steps = mine.steps, .tensors = {}};
+  for (int root = 0; root < comm.size(); ++root) {
+    index total = 0;
+    i = 0;
+    for (const auto& entry : layout.tensors)
+      if (owner[static_cast<std::size_t>(i++)] == root) total += entry.second.size();
+    if (total == 0) continue;
+    Tensor<T, 1> packed(Extents<1>{total});  // root's tensors back to back
+    auto each_owned = [&](auto&& visit) {
+      index offset = 0, k = 0;
+      for (const auto& entry : layout.tensors) {
+        if (owner[static_cast<std::size_t>(k++)] != root) continue;
+        visit(entry.first, packed.view().rows(offset, entry.second.size()));
+        offset += entry.second.size();
+      }
+    };
+    if (comm.rank() == root)
+      each_owned([&](const std::string& name, TensorView<T, 1> part) { copy(mine.tensors.at(name).view(), part); });
+    if constexpr (std::is_same_v<D, cpu>) {
+      comm.broadcast(packed.view(), root);
+    } else {
+      Tensor<T, 1, D> on_device(packed.shape());  // the communicators move device memory
+      copy(TensorView<const T, 1>(packed.view()), on_device.view());
+      comm.broadcast(on_device.view(), root);
+      copy(TensorView<const T, 1, D>(on_device.view()), packed.view());
+    }
+    each_owned([&](const std::string& name, TensorView<T, 1> part) {
+      Tensor<T, 1> tensor(part.shape());
+      copy(TensorView<const T, 1>(part), tensor.view());
+      whole.tensors.insert_or_assign(name, std::move(tensor));
+    });
+  }
+  return whole;
+}
+
 namespace strategy_detail {
 // Stand-ins for any update rule and loss in the concept below (declared only: never called).
 struct AnyRule {
   static std::string name();
+  std::string hyper_parameters() const;
   void validate() const;
   template <class T, class D>
   struct State {
     explicit State(index);
+    template <class S, class Visit>
+    static void fields(S&, Visit&&);
   };
   template <class T, class D>
   void update(const Parameter<T, D>&, State<T, D>&, index) const;
@@ -125,6 +203,10 @@ concept StrategyRank =
       { rank.predict(inputs) } -> std::same_as<TensorView<const typename Model::value_type, 2, typename Model::device>>;
       rank.gather(whole);
       rank.scatter(source);
+      {
+        rank.gather_optimizer_state(optimizer, std::declval<const OptimizerState<typename Model::value_type>&>())
+      } -> std::same_as<OptimizerState<typename Model::value_type>>;
+      rank.scatter_optimizer_state(optimizer, std::declval<const OptimizerState<typename Model::value_type>&>());
       { rank.statistics() } -> std::convertible_to<const StrategyStatistics&>;
     };
 

@@ -619,10 +619,11 @@ class InputFile {
   std::uint64_t size_ = 0;
 };
 
-// Checks that the file holds exactly `tensors` (names, dtypes, shapes), then copies its data into them.
-// Nothing is written unless everything matches, so a failed load leaves the destination as it was.
-inline void load_into(const std::filesystem::path& path, std::span<const TensorBytes> tensors,
-                      std::span<const std::span<std::byte>> destinations);
+// Checks that `file` (read from `path`) holds exactly `tensors` (names, dtypes, shapes), then copies its
+// data into them. Nothing is written unless everything matches, so a failed load leaves the destination as
+// it was.
+inline void copy_into(const std::filesystem::path& path, const SafetensorsFile& file,
+                      std::span<const TensorBytes> tensors, std::span<const std::span<std::byte>> destinations);
 
 }  // namespace detail::safetensors
 
@@ -672,9 +673,9 @@ inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   return result;
 }
 
-inline void detail::safetensors::load_into(const std::filesystem::path& path, std::span<const TensorBytes> tensors,
+inline void detail::safetensors::copy_into(const std::filesystem::path& path, const SafetensorsFile& file,
+                                           std::span<const TensorBytes> tensors,
                                            std::span<const std::span<std::byte>> destinations) {
-  const SafetensorsFile file = read_safetensors(path);
   std::map<std::string_view, const TensorRecord*> in_file;
   for (const auto& record : file.tensors) in_file[record.name] = &record;
 
@@ -750,7 +751,7 @@ void load_parameters(const std::filesystem::path& path, std::span<const Paramete
     destinations.push_back(
         std::as_writable_bytes(std::span<T>(parameter.value.data(), static_cast<std::size_t>(parameter.value.size()))));
   }
-  detail::safetensors::load_into(path, views, destinations);
+  detail::safetensors::copy_into(path, read_safetensors(path), views, destinations);
 }
 
 }  // namespace pnn

@@ -25,6 +25,14 @@ struct Adam {
   bool decoupled_weight_decay = false;  // true: AdamW
 
   static std::string name() { return "Adam"; }
+  std::string hyper_parameters() const {
+    return detail::describe_hyper_parameters({{"learning_rate", learning_rate},
+                                              {"beta1", beta1},
+                                              {"beta2", beta2},
+                                              {"epsilon", epsilon},
+                                              {"weight_decay", weight_decay},
+                                              {"decoupled_weight_decay", decoupled_weight_decay ? 1.0 : 0.0}});
+  }
 
   void validate() const {
     detail::check_hyper_parameter(learning_rate > 0, "Adam", "learning_rate", learning_rate, "> 0");
@@ -38,6 +46,12 @@ struct Adam {
   struct State {
     explicit State(index n) : first_moment(Extents<1>{n}), second_moment(Extents<1>{n}) {}
     Tensor<T, 1, D> first_moment, second_moment;
+    // The tensors a checkpoint keeps, by name (S: State or const State).
+    template <class S, class Visit>
+    static void fields(S& state, Visit&& visit) {
+      visit("first_moment", state.first_moment);
+      visit("second_moment", state.second_moment);
+    }
   };
 
   template <class T, class D>

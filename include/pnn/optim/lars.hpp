@@ -25,6 +25,13 @@ struct LARS {
   bool skip_vectors = true;  // no adaptation or decay for parameters with one dimension (biases)
 
   static std::string name() { return "LARS"; }
+  std::string hyper_parameters() const {
+    return detail::describe_hyper_parameters({{"learning_rate", learning_rate},
+                                              {"momentum", momentum},
+                                              {"weight_decay", weight_decay},
+                                              {"eta", eta},
+                                              {"skip_vectors", skip_vectors ? 1.0 : 0.0}});
+  }
 
   void validate() const {
     detail::check_hyper_parameter(learning_rate > 0, "LARS", "learning_rate", learning_rate, "> 0");
@@ -37,6 +44,11 @@ struct LARS {
   struct State {
     explicit State(index n) : velocity(Extents<1>{n}) {}
     Tensor<T, 1, D> velocity;
+    // The tensors a checkpoint keeps, by name (S: State or const State).
+    template <class S, class Visit>
+    static void fields(S& state, Visit&& visit) {
+      visit("velocity", state.velocity);
+    }
   };
 
   // The layer-wise factor applied to the learning rate.

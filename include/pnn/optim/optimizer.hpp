@@ -6,10 +6,18 @@
 //
 //   pnn::Optimizer<pnn::SGD> optimizer({.learning_rate = 0.05, .momentum = 0.9});
 //   optimizer.step(model.parameters());
+//
+// A checkpoint (io/checkpoint.hpp) keeps what an optimiser carries between steps as OptimizerState: the
+// step count and each State's tensors, which the State names with fields(state, visit).
 #pragma once
 
+#include <charconv>
 #include <concepts>
+#include <initializer_list>
+#include <map>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "pnn/core/error.hpp"
@@ -18,20 +26,39 @@
 
 namespace pnn {
 
+// What an optimiser carries from one step to the next, as a checkpoint keeps it: the step count, and a
+// host copy of each field of each trainable parameter's State, named "<parameter>.<field>"
+// ("0.weight.velocity"). Before the first step the fields are zeros, which is where a first step starts.
+template <class T>
+struct OptimizerState {
+  index steps = 0;
+  std::map<std::string, Tensor<T, 1>> tensors;
+};
+
+namespace detail {
+// Stands for the visitor a State's fields(state, visit) is called with (in the concept below).
+struct StateFieldVisitor {
+  template <class Tensor>
+  void operator()(const char* field, Tensor& tensor) const;
+};
+}  // namespace detail
+
 template <class R, class T = float, class D = cpu>
 concept UpdateRule =
     requires(const R& rule, const Parameter<T, D>& parameter, typename R::template State<T, D>& state, index step) {
       { R::name() } -> std::convertible_to<std::string>;
+      { rule.hyper_parameters() } -> std::convertible_to<std::string>;
       rule.validate();
       typename R::template State<T, D>;
+      R::template State<T, D>::fields(state, detail::StateFieldVisitor{});
       rule.update(parameter, state, step);
     };
 
 template <class Rule, class T = float, class D = cpu>
 class Optimizer {
   static_assert(UpdateRule<Rule, T, D>,
-                "Optimizer<Rule>: Rule must provide name(), validate(), State<T, D> and update(parameter, state, "
-                "step); see optim/sgd.hpp for an example");
+                "Optimizer<Rule>: Rule must provide name(), hyper_parameters(), validate(), State<T, D> with a "
+                "static fields(state, visit), and update(parameter, state, step); see optim/sgd.hpp for an example");
 
  public:
   using rule_type = Rule;
@@ -75,13 +102,79 @@ class Optimizer {
     ++resets_;
   }
 
+  // The state for `parameters` (those step() is given), copied to the host: what a checkpoint keeps.
+  OptimizerState<T> state(std::span<const Parameter<T, D>> parameters) const {
+    PNN_CHECK(!started_ || states_.size() == parameters.size(), ArgumentError, "Optimizer::state: called with ",
+              parameters.size(), " parameters, but the optimiser has stepped ", states_.size(),
+              "; use one optimizer per model");
+    OptimizerState<T> result{.steps = steps_, .tensors = {}};
+    for (std::size_t i = 0; i < parameters.size(); ++i) {
+      const auto& p = parameters[i];
+      if (!p.trainable()) continue;
+      auto keep = [&](const char* field, const Tensor<T, 1, D>& tensor) {
+        Tensor<T, 1> host(tensor.shape());
+        copy(tensor.view(), host.view());  // from the device: defined by the device's headers
+        result.tensors.insert_or_assign(p.name() + "." + field, std::move(host));
+      };
+      if (started_) {
+        State::fields(states_[i].state, keep);
+      } else {
+        const State zeros(p.value.size());
+        State::fields(zeros, keep);
+      }
+    }
+    return result;
+  }
+
+  // Continues from `state` (another optimiser's state() for parameters of the same names and sizes, or a
+  // larger model's: tensors of other parameters are ignored, so a pipeline stage takes its part of the
+  // whole model's state). Every tensor is checked before anything changes: on error the optimiser is as
+  // it was. A started optimiser keeps its tensors (their addresses, which a captured CUDA graph holds) and
+  // takes the values.
+  void set_state(std::span<const Parameter<T, D>> parameters, const OptimizerState<T>& state) {
+    PNN_CHECK(!started_ || states_.size() == parameters.size(), ArgumentError, "Optimizer::set_state: called with ",
+              parameters.size(), " parameters, but the optimiser has stepped ", states_.size(),
+              "; use one optimizer per model");
+    auto source = [&](const Parameter<T, D>& p, const char* field, index size) -> const Tensor<T, 1>& {
+      const std::string name = p.name() + "." + field;
+      const auto found = state.tensors.find(name);
+      PNN_CHECK(found != state.tensors.end(), ArgumentError, "Optimizer<", Rule::name(),
+                ">::set_state: the state has no tensor \"", name, "\"");
+      PNN_CHECK(found->second.size() == size, ArgumentError, "Optimizer<", Rule::name(), ">::set_state: tensor \"",
+                name, "\" has ", found->second.size(), " elements, the parameter ", size);
+      return found->second;
+    };
+    std::vector<Slot> slots;  // the new state, when there is none to take the values
+    for (std::size_t i = 0; i < parameters.size(); ++i) {
+      const auto& p = parameters[i];
+      if (!started_) slots.emplace_back(p.trainable() ? p.value.size() : 0);
+      if (!p.trainable()) continue;
+      PNN_CHECK(!started_ || states_[i].size == p.value.size(), ArgumentError, "Optimizer::set_state: parameter ",
+                p.name(), " changed size since the first step");
+      State::fields(started_ ? states_[i].state : slots.back().state,
+                    [&](const char* field, Tensor<T, 1, D>& tensor) { source(p, field, tensor.size()); });
+    }
+    // Checked: now nothing can fail.
+    for (std::size_t i = 0; i < parameters.size(); ++i) {
+      if (!parameters[i].trainable()) continue;
+      State::fields(started_ ? states_[i].state : slots[i].state, [&](const char* field, Tensor<T, 1, D>& tensor) {
+        copy(source(parameters[i], field, tensor.size()).view(), tensor.view());  // to the device: its headers'
+      });
+    }
+    if (!started_) states_ = std::move(slots);
+    started_ = !parameters.empty();
+    steps_ = state.steps;
+  }
+
   Rule rule;  // hyper-parameters; may be changed between steps (a learning-rate schedule)
 
  private:
+  using State = typename Rule::template State<T, D>;
+
   struct Slot {
     explicit Slot(index n) : size(n), state(n) {}
     index size;
-    typename Rule::template State<T, D> state;
+    State state;
   };
   std::vector<Slot> states_;
   bool started_ = false;
@@ -92,6 +185,17 @@ class Optimizer {
 namespace detail {
 inline void check_hyper_parameter(bool ok, const char* optimizer, const char* name, double value, const char* rule) {
   PNN_CHECK(ok, ArgumentError, optimizer, ": ", name, " = ", value, " is invalid; it must be ", rule);
+}
+// "learning_rate=0.05 momentum=0.9": a rule's hyper_parameters(), each value written so it reads back exactly.
+inline std::string describe_hyper_parameters(std::initializer_list<std::pair<const char*, double>> values) {
+  std::string text;
+  for (const auto& [name, value] : values) {
+    char digits[32];
+    const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+    if (!text.empty()) text += ' ';
+    text += std::string(name) + "=" + std::string(digits, end);
+  }
+  return text;
 }
 }  // namespace detail
 

@@ -21,6 +21,12 @@ struct SGD {
   bool nesterov = false;
 
   static std::string name() { return "SGD"; }
+  std::string hyper_parameters() const {
+    return detail::describe_hyper_parameters({{"learning_rate", learning_rate},
+                                              {"momentum", momentum},
+                                              {"weight_decay", weight_decay},
+                                              {"nesterov", nesterov ? 1.0 : 0.0}});
+  }
   // Equal hyper-parameters: a captured training step (pnn/cuda/graph.cuh) re-captures when they change.
   bool operator==(const SGD&) const = default;
 
@@ -35,6 +41,11 @@ struct SGD {
   struct State {
     explicit State(index n) : velocity(Extents<1>{n}) {}
     Tensor<T, 1, D> velocity;
+    // The tensors a checkpoint keeps, by name (S: State or const State).
+    template <class S, class Visit>
+    static void fields(S& state, Visit&& visit) {
+      visit("velocity", state.velocity);
+    }
   };
 
   template <class T, class D>

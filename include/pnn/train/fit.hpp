@@ -7,6 +7,11 @@
 // so switching the parallel strategy does not change the training program. Batches are made on the host;
 // a model on a device (Net::on<pnn::cuda>) receives a copy of each on its device.
 //
+// Checkpoints (io/checkpoint.hpp): with FitOptions::checkpoint_path, fit() writes one when it ends and,
+// with checkpoint_every, every so many steps; with resume_from it continues the run that wrote one as if
+// it had not stopped: the same batches in the same order, the same optimiser state and step count, the
+// same dropout masks (max_steps and epochs count the steps and epochs before the checkpoint too).
+//
 // The loss decides what the data must hold (its target_type): a classifier trains with
 // SoftmaxCrossEntropy (the default) on a Dataset, whose targets are class labels, and is evaluated by its
 // loss and accuracy; a regression model trains with MeanSquaredError on a RegressionDataset, whose targets
@@ -32,6 +37,7 @@
 
 #include "pnn/data/batcher.hpp"
 #include "pnn/data/dataset.hpp"
+#include "pnn/io/checkpoint.hpp"
 #include "pnn/loss/loss.hpp"
 #include "pnn/loss/softmax_cross_entropy.hpp"
 #include "pnn/optim/optimizer.hpp"
@@ -46,9 +52,12 @@ struct FitOptions {
   index batch_size = 64;
   std::uint64_t seed = 0;  // the shuffling order
   bool shuffle = true;
-  index evaluation_batch = 1000;         // samples per predict() call when evaluating
-  std::filesystem::path metrics_path{};  // if set: one JSON object per epoch, rewritten atomically
-  std::ostream* progress = &std::cout;   // nullptr: silent
+  index evaluation_batch = 1000;            // samples per predict() call when evaluating
+  std::filesystem::path metrics_path{};     // if set: one JSON object per epoch, rewritten atomically
+  std::ostream* progress = &std::cout;      // nullptr: silent
+  std::filesystem::path checkpoint_path{};  // if set: a checkpoint when fit() ends, and every checkpoint_every steps
+  index checkpoint_every = 0;               // optimiser steps between checkpoints (0: only when fit() ends)
+  std::filesystem::path resume_from{};      // if set: continue the run that wrote this checkpoint
 };
 
 namespace detail {
@@ -214,6 +223,10 @@ std::vector<EpochMetrics> fit(Model& model,
   using Clock = std::chrono::steady_clock;
   PNN_CHECK(options.epochs > 0, ArgumentError, "fit: epochs must be positive, got ", options.epochs);
   PNN_CHECK(options.max_steps >= 0, ArgumentError, "fit: max_steps must not be negative, got ", options.max_steps);
+  PNN_CHECK(options.checkpoint_every >= 0, ArgumentError, "fit: checkpoint_every must not be negative, got ",
+            options.checkpoint_every);
+  PNN_CHECK(options.checkpoint_every == 0 || !options.checkpoint_path.empty(), ArgumentError,
+            "fit: checkpoint_every = ", options.checkpoint_every, " needs a checkpoint_path to write to");
   // Only one rank of a multi-process model prints and writes files.
   bool primary = true;
   if constexpr (requires { model.is_primary(); }) primary = model.is_primary();
@@ -223,14 +236,47 @@ std::vector<EpochMetrics> fit(Model& model,
   batch_type<Data, T> batch;
   detail::StagedBatch<batch_type<Data, T>, typename Model::device> staged;
   std::vector<EpochMetrics> history;
-  index steps = 0;
-  for (index epoch = 1; epoch <= options.epochs; ++epoch) {
+  // Where the run stands after each step: what a checkpoint records and a resumed run starts from.
+  TrainingPosition position{.seed = options.seed,
+                            .shuffle = options.shuffle,
+                            .batch_size = options.batch_size,
+                            .samples_per_epoch = batcher.samples_per_epoch()};
+  if (!options.resume_from.empty()) {
+    const TrainingPosition resumed = load_checkpoint(model, optimizer, options.resume_from);
+    auto require_same = [&](bool same, const char* what, auto in_checkpoint, auto in_options) {
+      PNN_CHECK(same, ArgumentError, "fit: cannot resume from ", options.resume_from.string(), ": it was written with ",
+                what, " ", in_checkpoint, ", this run has ", in_options, " (the batches would not be the same)");
+    };
+    require_same(resumed.seed == position.seed, "seed", resumed.seed, position.seed);
+    require_same(resumed.shuffle == position.shuffle, "shuffle", resumed.shuffle, position.shuffle);
+    require_same(resumed.batch_size == position.batch_size, "batch size", resumed.batch_size, position.batch_size);
+    require_same(resumed.samples_per_epoch == position.samples_per_epoch, "a training set of",
+                 resumed.samples_per_epoch, position.samples_per_epoch);
+    position = resumed;
+    if (out)
+      *out << "resuming " << options.resume_from.string() << " at step " << position.step << " (epoch "
+           << position.epoch + 1 << ", batch " << position.batch << " of " << batcher.batches_per_epoch() << ")\n";
+  }
+  const TrainingPosition start_position = position;
+  index last_checkpoint = -1;
+  auto checkpoint = [&] {
+    save_checkpoint(model, optimizer, position, options.checkpoint_path);
+    last_checkpoint = position.step;
+  };
+  index steps = position.step;
+  for (index epoch = start_position.epoch + 1; epoch <= options.epochs; ++epoch) {
     if (options.max_steps > 0 && steps >= options.max_steps) break;
     batcher.start_epoch(epoch - 1);
     detail::ProgressLine progress(out, epoch, options.epochs, batcher.samples_per_epoch());
     const auto start = Clock::now();
     double loss_sum = 0;
-    index samples = 0;
+    index samples = 0, batch_in_epoch = 0, samples_before = 0;
+    if (epoch == start_position.epoch + 1) {  // the epoch a resumed run stopped in
+      batcher.skip(start_position.batch);
+      batch_in_epoch = start_position.batch;
+      loss_sum = start_position.epoch_loss_sum;
+      samples = samples_before = start_position.epoch_samples;
+    }
     while (batcher.next(batch)) {
       const auto [inputs, targets] = detail::on_model_device(std::as_const(batch), staged);
       const T value = train_step(model, inputs, targets, optimizer, loss);
@@ -239,8 +285,17 @@ std::vector<EpochMetrics> fit(Model& model,
       loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());
       samples += batch.size();
       ++steps;
+      ++batch_in_epoch;
+      const bool epoch_done = batch_in_epoch == batcher.batches_per_epoch();
+      position.step = steps;
+      position.epoch = epoch_done ? epoch : epoch - 1;
+      position.batch = epoch_done ? 0 : batch_in_epoch;
+      position.epoch_loss_sum = epoch_done ? 0 : loss_sum;
+      position.epoch_samples = epoch_done ? 0 : samples;
+      if (options.checkpoint_every > 0 && steps % options.checkpoint_every == 0) checkpoint();
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      progress.update(samples, loss_sum / static_cast<double>(samples), samples / std::max(seconds, 1e-9));
+      progress.update(samples, loss_sum / static_cast<double>(samples),
+                      static_cast<double>(samples - samples_before) / std::max(seconds, 1e-9));
       if (options.max_steps > 0 && steps >= options.max_steps) break;
     }
     progress.finish();
@@ -249,7 +304,7 @@ std::vector<EpochMetrics> fit(Model& model,
     metrics.steps = steps;
     metrics.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     metrics.train_loss = samples ? loss_sum / static_cast<double>(samples) : 0;
-    metrics.samples_per_second = static_cast<double>(samples) / std::max(metrics.seconds, 1e-9);
+    metrics.samples_per_second = static_cast<double>(samples - samples_before) / std::max(metrics.seconds, 1e-9);
     metrics.classifier = detail::holds_class_labels<Data>;
     if (test) {
       const Evaluation evaluation = evaluate(model, *test, options.evaluation_batch, loss);
@@ -269,6 +324,7 @@ std::vector<EpochMetrics> fit(Model& model,
     }
     if (primary && !options.metrics_path.empty()) write_metrics(options.metrics_path, history);
   }
+  if (!options.checkpoint_path.empty() && last_checkpoint != position.step) checkpoint();
   return history;
 }
 
