@@ -14,4 +14,22 @@ fi
 meson compile -C "$build" || exit 1
 rm -f "$build/meson-logs/testlog.json"
 meson test -C "$build" --num-processes "$(nproc)" --print-errorlogs
-python3 scripts/summarize-tests.py "$build/meson-logs/testlog.json"
+
+# The bitwise promises (docs/strategies.md, "Exactness") must not depend on how pnn is compiled: the
+# exactness suites run again in a debugoptimized build (-O2, GCC's default floating-point contraction
+# rules as a user's build gets them), without CUDA, examples or benchmarks.
+exact=${PNN_EXACT_BUILD_DIR:-build-debugoptimized}
+if [ ! -f "$exact/build.ninja" ]; then
+  meson setup "$exact" --buildtype=debugoptimized -Dcuda=disabled -Dexamples=false -Dbench=disabled || exit 1
+fi
+exact_tests=(model dist)
+exact_targets=(tests/test_model tests/test_dist)
+if meson introspect "$exact" --tests | grep -q '"dist_mpi_np2"'; then
+  exact_tests+=(dist_mpi_np2 dist_mpi_np4)
+  exact_targets+=(tests/dist/test_dist_mpi)
+fi
+meson compile -C "$exact" "${exact_targets[@]}" || exit 1
+rm -f "$exact/meson-logs/testlog.json"
+meson test -C "$exact" --no-rebuild --num-processes "$(nproc)" --print-errorlogs "${exact_tests[@]}"
+
+python3 scripts/summarize-tests.py "$build/meson-logs/testlog.json" "$exact/meson-logs/testlog.json"

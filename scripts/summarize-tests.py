@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Counts test cases across all test programs from meson's testlog.json and prints 'N passed, N failed'.
+"""Counts test cases across all test programs from meson's testlog.json files (one per build directory)
+and prints 'N passed, N failed'.
 
 doctest programs report their own counts; any other test (a compile-failure check, an MPI launcher)
 counts as one case. A doctest program that crashed or hung before reporting counts as one failure more.
@@ -13,11 +14,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUMMARY = re.compile(r"\[doctest\] test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed\s*\|\s*(\d+) skipped")
 
 passed = failed = skipped = 0
-with open(sys.argv[1]) as log:
-    for line in log:
-        line = line.strip()
-        if not line:
-            continue
+for path in sys.argv[1:]:
+    with open(path) as log:
+        lines = [line.strip() for line in log if line.strip()]
+    for line in lines:
         test = json.loads(line)
         ok = test["result"] in ("OK", "EXPECTEDFAIL")
         counts = SUMMARY.findall(ANSI.sub("", test.get("stdout") or ""))
@@ -36,7 +36,7 @@ with open(sys.argv[1]) as log:
         else:
             failed += 1
         if not ok:
-            print(f"FAILED: {test['name']} ({test['result']})")
+            print(f"FAILED: {test['name']} ({test['result']}) in {path}")
 
 if skipped:
     print(f"{skipped} skipped")

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <iterator>
 #include <limits>
-#include <pnn/cpu/linalg.hpp>
+#include <cstring>
+#include <pnn/core/batch_sum.hpp>
+#include <pnn/cpu/cpu.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -355,4 +357,82 @@ TEST_CASE("gemm.shape_mismatch_throws") {
   CHECK_NOTHROW(pnn::gemm<float>(a.view(), b_ok.view(), c.view()));
   Tensor<double, 2> ad(3, 4), bd(5, 6), cd(3, 6);
   CHECK_THROWS_AS(pnn::gemm<double>(ad.view(), bd.view(), cd.view()), pnn::ShapeError);
+}
+
+namespace {
+// dW += dy^T x with the depth (the batch) cut into a part's pieces (core/batch_sum.hpp): the kernel's tree
+// against a product per piece, each into its own leaf, added up by BatchSum.
+template <class Shape>
+bool check_depth_pieces(Index m, Index n, const pnn::BatchPart& part, const gemm_detail::Plan& plan, int threads,
+                        const std::string& name) {
+  const Index k = part.count;
+  std::mt19937 random(static_cast<unsigned>(m * 1000 + n * 10 + k));
+  std::uniform_real_distribution<float> uniform(-1, 1);
+  Tensor<float, 2> dy(k, m), x(k, n), c(m, n);
+  for (Index i = 0; i < dy.size(); ++i) dy[i] = uniform(random) * std::pow(10.0f, uniform(random) * 3);
+  for (Index i = 0; i < x.size(); ++i) x[i] = uniform(random);
+  for (Index i = 0; i < c.size(); ++i) c[i] = uniform(random);
+  const pnn::BatchPieces pieces = pnn::batch_pieces(part);
+
+  pnn::BatchSum<float, pnn::cpu> sum;
+  sum.start(m * n);
+  for (int piece = 0; piece < pieces.count; ++piece) {
+    const Index begin = pieces.begin(piece), rows = pieces.end(piece) - begin;
+    const auto leaf = sum.leaf();
+    gemm_detail::multiply<Shape>(m, n, rows, 1.0f, {dy.data() + begin * m, 1, m}, {x.data() + begin * n, n, 1}, 0.0f,
+                                 leaf.data(), n, threads, plan);
+    sum.push();
+  }
+  Tensor<float, 2> expected(c);
+  const pnn::TensorView<float, 1> expected_flat(expected.data(), pnn::Extents<1>{m * n});
+  sum.add_to(expected_flat);
+
+  cpu_gemm::DepthPieces depth;
+  depth.count = pieces.count;
+  for (int i = 0; i < pieces.count; ++i) depth.ends[i] = pieces.end(i);
+  // The tree on the product kernel's tile and on the tree kernel's (half the rows): a chain per element
+  // does not depend on the tile.
+  Tensor<float, 2> narrow(c);
+  gemm_detail::multiply<Shape>(m, n, k, 1.0f, {dy.data(), 1, m}, {x.data(), n, 1}, 1.0f, c.data(), n, threads, plan,
+                               &depth);
+  gemm_detail::multiply<cpu_gemm::TreeShapeOf<Shape>>(m, n, k, 1.0f, {dy.data(), 1, m}, {x.data(), n, 1}, 1.0f,
+                                                      narrow.data(), n, threads, plan, &depth);
+  INFO(name << ": " << m << "x" << n << ", rows [" << part.begin << ", " << part.begin + part.count << ") of "
+            << part.batch << ", " << threads << " thread(s)");
+  const auto bytes = sizeof(float) * static_cast<std::size_t>(c.size());
+  const bool same =
+      std::memcmp(c.data(), expected.data(), bytes) == 0 && std::memcmp(narrow.data(), expected.data(), bytes) == 0;
+  CHECK(same);
+  return same;
+}
+}  // namespace
+
+TEST_CASE("gemm.depth_pieces_give_products_per_piece_added_in_the_tree") {
+  const gemm_detail::Packing choices[] = {gemm_detail::Packing::automatic, gemm_detail::Packing::pack,
+                                          gemm_detail::Packing::in_place};
+  const pnn::BatchPart parts[] = {pnn::BatchPart::whole(64),
+                                  pnn::BatchPart::whole(13),
+                                  pnn::BatchPart::whole(5),
+                                  {60, 0, 30},
+                                  {60, 20, 20},
+                                  {96, 48, 48}};
+  const std::array<std::array<Index, 2>, 4> sizes{{{1, 1}, {7, 13}, {37, 70}, {256, 128}}};
+  for (const auto& part : parts)
+    for (const auto& [m, n] : sizes)
+      for (const auto a_choice : choices)
+        for (const auto b_choice : choices)
+          for (const int threads : {1, 2}) {
+            const gemm_detail::Plan plan{a_choice, b_choice};
+            if (!check_depth_pieces<cpu_gemm::Avx2Shape>(m, n, part, plan, threads, "6x16 shape") ||
+                !check_depth_pieces<cpu_gemm::Avx512Shape>(m, n, part, plan, threads, "12x32 shape") ||
+                !check_depth_pieces<cpu_gemm::PortableShape>(m, n, part, plan, threads, "6x8 shape"))
+              return;
+          }
+  // The public entry point declines a depth beyond one slice, where pieces would be cut into slices.
+  Tensor<float, 2> a(1000, 4), b(1000, 4), c(4, 4);
+  cpu_gemm::DepthPieces two;
+  two.count = 2;
+  two.ends[0] = 500;
+  two.ends[1] = 1000;
+  CHECK_FALSE(cpu_gemm::sgemm_pieces(4, 4, 1000, 1.0f, {a.data(), 1, 4}, {b.data(), 4, 1}, 1.0f, c.data(), 4, 1, two));
 }

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <vector>
 
 #include "support/gradient_check.hpp"
 
@@ -46,7 +47,8 @@ TEST_CASE("mean_squared_error.value_and_gradient") {
 
 TEST_CASE("softmax_cross_entropy.row_function_gives_the_cpu_loss_bits") {
   // detail::softmax_cross_entropy_row is what every device runs per row (the CUDA kernel loops over it):
-  // called row by row, with the row losses summed in double in row order, it gives the CPU loss's bits.
+  // called row by row, with the row losses added up in the canonical tree (loss/loss.hpp), it gives the CPU
+  // loss's bits.
   const auto check = [](auto zero, pnn::index rows, pnn::index classes) {
     using T = decltype(zero);
     CAPTURE(rows);
@@ -61,13 +63,11 @@ TEST_CASE("softmax_cross_entropy.row_function_gives_the_cpu_loss_bits") {
     const T expected = softmax_cross_entropy<T>(logits.view(), labels.view(), expected_gradient.view());
 
     const T scale = T(1) / static_cast<T>(rows);
-    double total = 0;
-    for (pnn::index i = 0; i < rows; ++i) {
-      double row_loss = -1;
+    std::vector<double> row_losses(static_cast<std::size_t>(rows), -1.0);
+    for (pnn::index i = 0; i < rows; ++i)
       REQUIRE(detail::softmax_cross_entropy_row(logits.data(), labels.data(), i, classes, scale, gradient.data(),
-                                                row_loss));
-      total += row_loss;
-    }
+                                                row_losses[static_cast<std::size_t>(i)]));
+    const double total = detail::canonical_row_sum(row_losses.data(), BatchPart::whole(rows));
     CHECK(static_cast<T>(total / static_cast<double>(rows)) == expected);  // bitwise: == on the same bits
     const auto bytes = sizeof(T) * static_cast<std::size_t>(gradient.size());
     CHECK(std::memcmp(gradient.data(), expected_gradient.data(), bytes) == 0);

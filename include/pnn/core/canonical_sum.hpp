@@ -9,6 +9,8 @@
 // between workers along this tree's subtrees (a rank's chunks, a power-of-two group of ranks) can add the
 // subtrees' sums later and still get the serial bits.
 //
+//   BinaryCounterTree<Value, Add>       the tree fed one leaf at a time: push(leaf), total();
+//                                       ScalarTreeSum<T> over scalars
 //   binary_counter_tree(n, leaf, add)   the tree over any value: leaf(i) gives leaf i, add(left, right) an
 //                                       inner node. Values may be handles: with leaf(i) = i and an add that
 //                                       accumulates slot[right] into slot[left] and returns left, it sums
@@ -17,38 +19,75 @@
 //   tree_sum_elementwise(parts, n, out) out[i] = the tree over parts[0][i], parts[1][i], ...
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <span>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "pnn/core/error.hpp"
 
 namespace pnn {
 
-template <class Leaf, class Add>
-constexpr auto binary_counter_tree(std::size_t leaves, Leaf&& leaf, Add&& add) {
-  using Value = decltype(leaf(std::size_t{0}));
-  PNN_CHECK(leaves > 0, ArgumentError, "binary_counter_tree: a tree needs at least one leaf");
-  // Counts on the stack are distinct powers of two, decreasing upwards: 64 entries cover any size_t.
+// The tree fed one leaf at a time, for sums whose leaves are computed one after another (the pieces of a
+// batch in a layer's backward pass, a pipeline's micro-batches): at most one stack entry per bit of the
+// leaf count is alive. depth() is the number of entries, which a sum over slots uses to place the next leaf.
+template <class Value, class Add>
+class BinaryCounterTree {
+ public:
+  constexpr BinaryCounterTree()
+    requires std::is_default_constructible_v<Add>
+  = default;
+  constexpr explicit BinaryCounterTree(Add add) : add_(std::move(add)) {}
+
+  constexpr void push(Value leaf) {
+    stack_[depth_++] = Entry{std::move(leaf), 1};
+    while (depth_ >= 2 && stack_[depth_ - 1].count == stack_[depth_ - 2].count) merge_top();
+  }
+  constexpr std::size_t depth() const { return depth_; }
+  constexpr std::size_t leaves() const {
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < depth_; ++i) count += stack_[i].count;
+    return count;
+  }
+  // The total, folding the stack from the top; at least one leaf must have been pushed.
+  constexpr Value total() {
+    PNN_CHECK(depth_ > 0, ArgumentError, "binary_counter_tree: a tree needs at least one leaf");
+    while (depth_ >= 2) merge_top();
+    return stack_[0].sum;
+  }
+
+ private:
   struct Entry {
     Value sum;
     std::size_t count;
   };
-  std::array<Entry, 8 * sizeof(std::size_t)> stack;  // no zeroing: this runs once per element of a vector
-  std::size_t depth = 0;
-  for (std::size_t i = 0; i < leaves; ++i) {
-    stack[depth++] = Entry{leaf(i), 1};
-    while (depth >= 2 && stack[depth - 1].count == stack[depth - 2].count) {
-      stack[depth - 2] =
-          Entry{add(std::move(stack[depth - 2].sum), std::move(stack[depth - 1].sum)), 2 * stack[depth - 1].count};
-      --depth;
-    }
+  constexpr void merge_top() {
+    stack_[depth_ - 2] = Entry{add_(std::move(stack_[depth_ - 2].sum), std::move(stack_[depth_ - 1].sum)),
+                               stack_[depth_ - 2].count + stack_[depth_ - 1].count};
+    --depth_;
   }
-  for (; depth >= 2; --depth)
-    stack[depth - 2] = Entry{add(std::move(stack[depth - 2].sum), std::move(stack[depth - 1].sum)),
-                             stack[depth - 2].count + stack[depth - 1].count};
-  return std::move(stack[0].sum);
+
+  Add add_;
+  // Counts on the stack are distinct powers of two, decreasing upwards: 64 entries cover any size_t.
+  std::array<Entry, 8 * sizeof(std::size_t)> stack_;  // no zeroing: this runs once per element of a vector
+  std::size_t depth_ = 0;
+};
+
+// The tree over scalars, fed one at a time.
+template <class T>
+using ScalarTreeSum = BinaryCounterTree<T, std::plus<T>>;
+
+template <class Leaf, class Add>
+constexpr auto binary_counter_tree(std::size_t leaves, Leaf&& leaf, Add&& add) {
+  using Value = decltype(leaf(std::size_t{0}));
+  PNN_CHECK(leaves > 0, ArgumentError, "binary_counter_tree: a tree needs at least one leaf");
+  BinaryCounterTree<Value, std::decay_t<Add>> tree(std::forward<Add>(add));
+  for (std::size_t i = 0; i < leaves; ++i) tree.push(leaf(i));
+  return tree.total();
 }
 
 template <class T>
@@ -59,12 +98,31 @@ constexpr T tree_sum(std::span<const T> values) {
 }
 
 // `out` may be one of the parts: each element of every part is read before that element of out is written.
+// Blocks of elements go through the tree together, each stack entry a block of scratch, so the additions
+// are loops over contiguous values (the tree per element would cost a stack per element).
 template <class T>
 void tree_sum_elementwise(std::span<const T* const> parts, std::size_t count, T* out) {
   PNN_CHECK(!parts.empty(), ArgumentError, "tree_sum_elementwise: nothing to sum");
-  for (std::size_t i = 0; i < count; ++i)
-    out[i] = binary_counter_tree(
-        parts.size(), [&](std::size_t leaf) { return parts[leaf][i]; }, [](T left, T right) { return left + right; });
+  constexpr std::size_t block = 1024;
+  std::size_t levels = 1;  // the most entries a binary counter of parts.size() leaves holds at once
+  while ((std::size_t{1} << (levels - 1)) < parts.size()) ++levels;
+  std::vector<T> scratch(levels * block);
+  for (std::size_t first = 0; first < count; first += block) {
+    const std::size_t n = std::min(block, count - first);
+    auto add = [&](std::size_t left, std::size_t right) {
+      T* into = scratch.data() + left * block;
+      const T* from = scratch.data() + right * block;
+      for (std::size_t i = 0; i < n; ++i) into[i] = into[i] + from[i];
+      return left;
+    };
+    BinaryCounterTree<std::size_t, decltype(add)> tree(add);
+    for (const T* part : parts) {
+      std::copy(part + first, part + first + n, scratch.data() + tree.depth() * block);
+      tree.push(tree.depth());
+    }
+    const std::size_t total = tree.total();
+    std::copy(scratch.data() + total * block, scratch.data() + total * block + n, out + first);
+  }
 }
 
 }  // namespace pnn

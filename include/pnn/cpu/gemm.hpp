@@ -54,6 +54,16 @@ struct StridedMatrix {
   const float* at(index row, index column) const { return data + row * row_stride + column * column_stride; }
 };
 
+// The depth of a product cut into pieces (a batch's pieces, core/batch_sum.hpp): piece i is depth steps
+// [ends[i - 1], ends[i]) (from 0). Each element of C is then the binary-counter tree over the pieces of
+// each piece's chain of multiply-adds, the tree core/batch_sum.hpp's BatchSum builds from leaves, so the
+// kernel gives the bits of a product per piece added up there, in one pass over C.
+struct DepthPieces {
+  static constexpr int max_pieces = 16;
+  int count = 0;
+  index ends[max_pieces] = {};
+};
+
 // Tile and block sizes of one micro-kernel. The B panel of a tile (block_depth x tile_columns) stays in
 // L1 while the row tiles of a block pass over it; the packed A block (block_rows x block_depth) stays in
 // L2; a packed B block (block_depth x block_columns) stays in L3.
@@ -101,6 +111,12 @@ using NativeShape = Avx2Shape;
 #else
 using NativeShape = PortableShape;
 #endif
+// The tile of products whose depth is cut into pieces (DepthPieces): half the rows, so that a piece's
+// accumulators and its partner's fit in the registers together.
+template <class Shape>
+using TreeShapeOf = KernelShape<Shape::vector_floats, Shape::tile_rows / 2, Shape::vectors_per_row, Shape::block_rows,
+                                Shape::block_depth, Shape::block_columns>;
+using TreeShape = TreeShapeOf<NativeShape>;
 
 // Which path runs, for logs and benchmark reports.
 inline const char* kernel_name() {
@@ -191,28 +207,86 @@ struct TileSums {
   Vector rows[Shape::tile_rows][Shape::vectors_per_row];
 };
 
-// sums += A panel x B panel over `depth` steps: one broadcast of a_element(i) per row and one fused
-// multiply-add per accumulator. Every element of C is therefore a chain of fused multiply-adds in the
-// order of the depth, whichever kernel variant computes it.
-template <class Shape, class LoadBRow, class ElementA, class Advance>
-[[gnu::always_inline]] inline void accumulate(TileSums<Shape>& sums, index depth, LoadBRow&& load_b_row,
-                                              ElementA&& a_element, Advance&& advance) {
+// Zeroes a tile's accumulators; into += entry. Functions, not lambdas: a captureless lambda is implicitly
+// constexpr, and nvcc (with --expt-relaxed-constexpr) then compiles it for the device too, where its
+// 64-byte vector constants crash its code generator.
+template <class Shape>
+[[gnu::always_inline]] inline void zero_tile(TileSums<Shape>& tile) {
   using Vector = typename TileSums<Shape>::Vector;
 #pragma GCC unroll 16
   for (int i = 0; i < Shape::tile_rows; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < Shape::vectors_per_row; ++v) sums.rows[i][v] = Vector{};
-  for (index p = 0; p < depth; ++p) {
-    Vector b_row[Shape::vectors_per_row];
-    load_b_row(b_row, p);
+    for (int v = 0; v < Shape::vectors_per_row; ++v) tile.rows[i][v] = Vector{};
+}
+template <class Shape>
+[[gnu::always_inline]] inline void add_tile(TileSums<Shape>& into, const TileSums<Shape>& entry) {
 #pragma GCC unroll 16
-    for (int i = 0; i < Shape::tile_rows; ++i) {
-      Vector a_broadcast;
-      broadcast(a_broadcast, a_element(i, p));
+  for (int i = 0; i < Shape::tile_rows; ++i)
 #pragma GCC unroll 4
-      for (int v = 0; v < Shape::vectors_per_row; ++v) multiply_add(sums.rows[i][v], a_broadcast, b_row[v]);
+    for (int v = 0; v < Shape::vectors_per_row; ++v) into.rows[i][v] = entry.rows[i][v] + into.rows[i][v];
+}
+
+// sums = A panel x B panel over `depth` steps: one broadcast of a_element(i) per row and one fused
+// multiply-add per accumulator. Every element of C is therefore a chain of fused multiply-adds in the
+// order of the depth, whichever kernel variant computes it. With `pieces`, one chain per piece, and the
+// chains added up in the binary-counter tree (DepthPieces): a piece's chain is summed in registers, then
+// pushed on a short stack of tiles in L1, where equal-sized subtrees merge.
+template <class Shape, bool Tree, class LoadBRow, class ElementA, class Advance>
+[[gnu::always_inline]] inline void accumulate(TileSums<Shape>& sums, index depth, const DepthPieces* pieces,
+                                              LoadBRow&& load_b_row, ElementA&& a_element, Advance&& advance) {
+  using Vector = typename TileSums<Shape>::Vector;
+  auto steps = [&](TileSums<Shape>& tile, index begin, index end) {
+    for (index p = begin; p < end; ++p) {
+      Vector b_row[Shape::vectors_per_row];
+      load_b_row(b_row, p);
+#pragma GCC unroll 16
+      for (int i = 0; i < Shape::tile_rows; ++i) {
+        Vector a_broadcast;
+        broadcast(a_broadcast, a_element(i, p));
+#pragma GCC unroll 4
+        for (int v = 0; v < Shape::vectors_per_row; ++v) multiply_add(tile.rows[i][v], a_broadcast, b_row[v]);
+      }
+      advance();
     }
-    advance();
+  };
+  zero_tile(sums);
+  if constexpr (!Tree) {
+    steps(sums, 0, depth);
+  } else {
+    if (pieces->count == 0) return;
+    // The binary counter's stack (core/canonical_sum.hpp), walked two pieces at a time: the pair's second
+    // piece runs in registers of its own and is added to the first there, so only subtrees of two pieces
+    // or more are stored, on a stack of tiles in L1; a finished subtree is added, in registers, to the
+    // entries of its size on top of the stack (a + b has the bits of b + a, so which operand comes first
+    // does not matter), and stored only if more pieces follow. The tree kernel's tile has half the rows of
+    // the product kernel's (TreeShape), so that two tiles of accumulators fit in the registers.
+    constexpr int levels = 6;  // a binary counter of at most DepthPieces::max_pieces leaves
+    TileSums<Shape> stack[levels];
+    index counts[levels];
+    int top = 0;
+    TileSums<Shape> partner;
+    for (int piece = 0; piece < pieces->count; piece += 2) {
+      if (piece > 0) zero_tile(sums);
+      const index begin = piece == 0 ? 0 : pieces->ends[piece - 1];
+      steps(sums, begin, pieces->ends[piece]);
+      index count = 1;
+      if (piece + 1 < pieces->count) {
+        zero_tile(partner);
+        steps(partner, pieces->ends[piece], pieces->ends[piece + 1]);
+        add_tile(sums, partner);
+        count = 2;
+      }
+      while (top > 0 && counts[top - 1] == count) {
+        add_tile(sums, stack[--top]);
+        count *= 2;
+      }
+      if (piece + 2 < pieces->count) {
+        stack[top] = sums;
+        counts[top++] = count;
+      }
+    }
+    // The last subtree is in sums: fold the stack into it from the top.
+    while (top > 0) add_tile(sums, stack[--top]);
   }
 }
 
@@ -274,9 +348,10 @@ struct Prefetch {
 // A full tile: C tile = alpha * (A panel x B panel) + beta * C tile. ContiguousRows selects the kernel
 // for A panels with column_stride 1 (op(A) in place, not transposed); the other reads A panels with
 // row_stride 1 (packed, or transposed in place).
-template <class Shape, bool ContiguousRows>
-[[gnu::always_inline]] inline void multiply_tile(index depth, const PanelA& a, const PanelB& b, float* c,
-                                                 index c_row_stride, float alpha, float beta, const Prefetch& ahead) {
+template <class Shape, bool ContiguousRows, bool Tree>
+[[gnu::always_inline]] inline void multiply_tile(index depth, const DepthPieces* pieces, const PanelA& a,
+                                                 const PanelB& b, float* c, index c_row_stride, float alpha, float beta,
+                                                 const Prefetch& ahead) {
   using Vector = typename TileSums<Shape>::Vector;
   constexpr int width = Shape::vector_floats;
   constexpr int line_floats = 16;  // a 64-byte cache line
@@ -310,12 +385,12 @@ template <class Shape, bool ContiguousRows>
     const float* row[Shape::tile_rows];
 #pragma GCC unroll 16
     for (int i = 0; i < Shape::tile_rows; ++i) row[i] = a.data + i * a.row_stride;
-    accumulate<Shape>(
-        sums, depth, load_b_row, [&](int i, index p) { return row[i][p]; }, [&] { b_row += b.row_stride; });
+    accumulate<Shape, Tree>(
+        sums, depth, pieces, load_b_row, [&](int i, index p) { return row[i][p]; }, [&] { b_row += b.row_stride; });
   } else {
     const float* column = a.data;
-    accumulate<Shape>(
-        sums, depth, load_b_row, [&](int i, index) { return column[i]; },
+    accumulate<Shape, Tree>(
+        sums, depth, pieces, load_b_row, [&](int i, index) { return column[i]; },
         [&] {
           column += a.column_stride;
           b_row += b.row_stride;
@@ -328,9 +403,9 @@ template <class Shape, bool ContiguousRows>
 // row and B's columns past valid_columns load as zero, so nothing outside the operands is read; the tile
 // is finished in local memory and its valid part copied out, so edge elements go through exactly the
 // operations of interior ones.
-template <class Shape>
-void multiply_edge_tile(index depth, const PanelA& a, const PanelB& b, float* c, index c_row_stride,
-                        index valid_columns, float alpha, float beta) {
+template <class Shape, bool Tree>
+void multiply_edge_tile(index depth, const DepthPieces* pieces, const PanelA& a, const PanelB& b, float* c,
+                        index c_row_stride, index valid_columns, float alpha, float beta) {
   using Vector = typename TileSums<Shape>::Vector;
   constexpr int width = Shape::vector_floats;
   constexpr int columns = Shape::tile_columns;
@@ -349,7 +424,7 @@ void multiply_edge_tile(index depth, const PanelA& a, const PanelB& b, float* c,
 #pragma GCC unroll 4
       for (int v = 0; v < Shape::vectors_per_row; ++v) load(row[v], b_row + v * width);
     };
-    accumulate<Shape>(sums, depth, load_b_row, a_element, advance);
+    accumulate<Shape, Tree>(sums, depth, pieces, load_b_row, a_element, advance);
   } else {
     int count[Shape::vectors_per_row];
     for (int v = 0; v < Shape::vectors_per_row; ++v)
@@ -358,7 +433,7 @@ void multiply_edge_tile(index depth, const PanelA& a, const PanelB& b, float* c,
 #pragma GCC unroll 4
       for (int v = 0; v < Shape::vectors_per_row; ++v) load_first(row[v], b_row + v * width, count[v]);
     };
-    accumulate<Shape>(sums, depth, load_b_row, a_element, advance);
+    accumulate<Shape, Tree>(sums, depth, pieces, load_b_row, a_element, advance);
   }
 
   alignas(64) float tile[Shape::tile_rows * columns];
@@ -551,9 +626,10 @@ struct BlockOperands {
   // Pack each B panel just before its first use: the first row block of C packs B panel by panel, so
   // each panel is used while it is still in L1 instead of after the whole block has gone out to L3.
   bool pack_b_panels;
+  const DepthPieces* pieces;  // nullptr: one chain over the depth
 };
 
-template <class Shape, bool ContiguousRows>
+template <class Shape, bool ContiguousRows, bool Tree>
 void multiply_block(index rows, index columns, index depth, const BlockOperands& operands, float alpha, float beta,
                     float* c, index c_row_stride) {
   constexpr int tile_rows = Shape::tile_rows;
@@ -582,9 +658,11 @@ void multiply_block(index rows, index columns, index depth, const BlockOperands&
                                                         operands.a.column_stride, valid_rows};
       float* c_tile = c + row * c_row_stride + column;
       if (valid_rows == tile_rows && valid_columns == tile_columns)
-        multiply_tile<Shape, ContiguousRows>(depth, a_panel, b_panel, c_tile, c_row_stride, alpha, beta,
-                                             prefetch_for(row, column));
-      else multiply_edge_tile<Shape>(depth, a_panel, b_panel, c_tile, c_row_stride, valid_columns, alpha, beta);
+        multiply_tile<Shape, ContiguousRows, Tree>(depth, operands.pieces, a_panel, b_panel, c_tile, c_row_stride,
+                                                   alpha, beta, prefetch_for(row, column));
+      else
+        multiply_edge_tile<Shape, Tree>(depth, operands.pieces, a_panel, b_panel, c_tile, c_row_stride, valid_columns,
+                                        alpha, beta);
     }
   }
 }
@@ -593,7 +671,8 @@ void multiply_block(index rows, index columns, index depth, const BlockOperands&
 // depth slices, chosen for the whole product (see depth_slice).
 template <class Shape>
 void multiply_serial(index m, index n, index k, index slice, float alpha, const StridedMatrix& a,
-                     const StridedMatrix& b, float beta, float* c, index c_row_stride, const Plan& plan) {
+                     const StridedMatrix& b, float beta, float* c, index c_row_stride, const Plan& plan,
+                     const DepthPieces* pieces = nullptr) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || alpha == 0) {
     scale(m, n, beta, c, c_row_stride);
@@ -634,11 +713,18 @@ void multiply_serial(index m, index n, index k, index slice, float alpha, const 
         const index rows = std::min(Shape::block_rows, m - row_block);
         const StridedMatrix a_block{a.at(row_block, depth_begin), a.row_stride, a.column_stride};
         if (packed_a) pack_a<Shape>(a_block, rows, depth, packed_a);
-        const BlockOperands operands{a_block, packed_a, b_block, packed_b, packed_b && row_block == 0};
+        const BlockOperands operands{a_block, packed_a, b_block, packed_b, packed_b && row_block == 0, pieces};
         float* c_block = c + row_block * c_row_stride + column_block;
-        if (!packed_a && a.column_stride == 1)
-          multiply_block<Shape, true>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
-        else multiply_block<Shape, false>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
+        // The tree over pieces is an instantiation of its own, so a plain product's kernel has none of it.
+        const bool contiguous = !packed_a && a.column_stride == 1;
+        if (pieces && contiguous)
+          multiply_block<Shape, true, true>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
+        else if (pieces)
+          multiply_block<Shape, false, true>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
+        else if (contiguous)
+          multiply_block<Shape, true, false>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
+        else
+          multiply_block<Shape, false, false>(rows, columns, depth, operands, alpha, slice_beta, c_block, c_row_stride);
       }
     }
   }
@@ -682,7 +768,8 @@ Split choose_split(index m, index n, index k, int max_threads) {
 
 template <class Shape>
 void multiply(index m, index n, index k, float alpha, const StridedMatrix& a, const StridedMatrix& b, float beta,
-              float* c, index c_row_stride, int max_threads, const Plan& plan = {}) {
+              float* c, index c_row_stride, int max_threads, const Plan& plan = {},
+              const DepthPieces* pieces = nullptr) {
   if (m <= 0 || n <= 0) return;
   const index slice = depth_slice<Shape>(k);
 #if defined(_OPENMP)
@@ -706,7 +793,7 @@ void multiply(index m, index n, index k, float alpha, const StridedMatrix& a, co
         const StridedMatrix a_part{a.at(row_begin, 0), a.row_stride, a.column_stride};
         const StridedMatrix b_part{b.at(0, column_begin), b.row_stride, b.column_stride};
         multiply_serial<Shape>(row_end - row_begin, column_end - column_begin, k, slice, alpha, a_part, b_part, beta,
-                               c + row_begin * c_row_stride + column_begin, c_row_stride, plan);
+                               c + row_begin * c_row_stride + column_begin, c_row_stride, plan, pieces);
       }
     } catch (...) {
 #pragma omp critical(pnn_gemm_failure)
@@ -718,7 +805,7 @@ void multiply(index m, index n, index k, float alpha, const StridedMatrix& a, co
 #else
   (void)max_threads;
 #endif
-  multiply_serial<Shape>(m, n, k, slice, alpha, a, b, beta, c, c_row_stride, plan);
+  multiply_serial<Shape>(m, n, k, slice, alpha, a, b, beta, c, c_row_stride, plan, pieces);
 }
 
 }  // namespace detail
@@ -729,6 +816,16 @@ void multiply(index m, index n, index k, float alpha, const StridedMatrix& a, co
 inline void sgemm(index m, index n, index k, float alpha, const StridedMatrix& a, const StridedMatrix& b, float beta,
                   float* c, index c_row_stride, int max_threads = 1) {
   detail::multiply<NativeShape>(m, n, k, alpha, a, b, beta, c, c_row_stride, max_threads);
+}
+
+// The same product with its depth cut into `pieces` (DepthPieces): C = alpha * tree + beta * C. Only for a
+// depth the kernel takes in one slice (k <= block_depth), where each piece's chain is the one a product
+// over that piece alone computes; returns false, computing nothing, for a deeper product.
+inline bool sgemm_pieces(index m, index n, index k, float alpha, const StridedMatrix& a, const StridedMatrix& b,
+                         float beta, float* c, index c_row_stride, int max_threads, const DepthPieces& pieces) {
+  if (k > TreeShape::block_depth || pieces.count > DepthPieces::max_pieces) return false;
+  detail::multiply<TreeShape>(m, n, k, alpha, a, b, beta, c, c_row_stride, max_threads, {}, &pieces);
+  return true;
 }
 
 }  // namespace PNN_GEMM_ISA

@@ -6,7 +6,10 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <vector>
 
+#include "pnn/core/canonical_sum.hpp"
 #include "pnn/core/linalg.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/cpu/device.hpp"
@@ -74,6 +77,55 @@ void gemm(TensorView<const T, 2, cpu> a, TensorView<const T, 2, cpu> b, TensorVi
   } else {
     cpu_linalg::eigen_gemm<T>(a, b, c, options);
   }
+}
+
+// c += a^T b over a batch's pieces, in the canonical tree (core/linalg.hpp's add_batch_product): pnn's
+// float kernel keeps each tile's subtrees on a short stack in L1 (cpu/gemm.hpp, DepthPieces), so a weight
+// gradient costs one pass over c rather than a product and an addition per piece. False, computing
+// nothing, where the kernel cannot (a depth beyond one slice): add_batch_product then adds up leaves.
+inline bool add_batch_product_in_one_pass(TensorView<const float, 2, cpu> a, TensorView<const float, 2, cpu> b,
+                                          TensorView<float, 2, cpu> c, const BatchPieces& pieces,
+                                          index rows_per_sample) {
+  const auto [m, n, k] = detail::gemm_shape(a, b, c, {.transpose_a = true});
+  if (pieces.count > cpu_gemm::DepthPieces::max_pieces) return false;
+  cpu_gemm::DepthPieces depth;
+  depth.count = pieces.count;
+  for (int i = 0; i < pieces.count; ++i) depth.ends[i] = pieces.end(i) * rows_per_sample;
+  return cpu_gemm::sgemm_pieces(m, n, k, 1.0f, cpu_linalg::strided(a, true), cpu_linalg::strided(b, false), 1.0f,
+                                c.data(), n, Eigen::nbThreads(), depth);
+}
+
+// dst += the canonical batch sum of m's rows (core/linalg.hpp's add_batch_column_sums) in one pass: each
+// piece's rows are added in order into a leaf, from zero, and the leaves merge on a stack of rows in
+// scratch memory, as BatchSum merges them, without a call per leaf.
+template <class T>
+void add_batch_column_sums_in_one_pass(TensorView<const T, 2, cpu> m, TensorView<T, 1, cpu> dst,
+                                       const BatchPieces& pieces, index rows_per_sample) {
+  const index n = m.dim(1);
+  PNN_CHECK(dst.size() == n, ShapeError, "add_batch_column_sums: ", n, " columns into ", dst.size(), " elements");
+  thread_local std::vector<T> scratch;
+  scratch.resize(static_cast<std::size_t>((batch_chunks + 2) * n));
+  auto slot = [&](std::size_t i) { return scratch.data() + static_cast<index>(i) * n; };
+  auto add = [&](std::size_t left, std::size_t right) {
+    T* into = slot(left);
+    const T* from = slot(right);
+    for (index j = 0; j < n; ++j) into[j] = into[j] + from[j];
+    return left;
+  };
+  BinaryCounterTree<std::size_t, decltype(add)> tree(add);
+  for (int piece = 0; piece < pieces.count; ++piece) {
+    T* leaf = slot(tree.depth());
+    std::fill(leaf, leaf + n, T(0));
+    for (index i = pieces.begin(piece) * rows_per_sample; i < pieces.end(piece) * rows_per_sample; ++i) {
+      const T* row = m.data() + i * n;
+      for (index j = 0; j < n; ++j) leaf[j] = leaf[j] + row[j];
+    }
+    tree.push(tree.depth());
+  }
+  if (pieces.count == 0) return;
+  const T* total = slot(tree.total());
+  T* out = dst.data();
+  for (index j = 0; j < n; ++j) out[j] = out[j] + total[j];
 }
 
 // dst[j] += sum over rows i of m(i, j): the bias gradient of a batch.

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "pnn/core/tensor.hpp"
 #include "pnn/cuda/executor.cuh"
@@ -45,15 +46,15 @@ PNN_KERNEL void softmax_cross_entropy_kernel(const T* logits, const std::int32_t
 }
 
 // Enqueues softmax cross-entropy on `stream`, never waiting: each row's loss into row_losses, the
-// gradient unless `gradient` is null, and the smallest row whose label is out of range into
-// *first_invalid_row (no_invalid_row if none). The one launch of the eager loss and of CudaDeviceLoss.
+// gradient (scaled by `scale`, 1 / the global batch's rows) unless `gradient` is null, and the smallest
+// row whose label is out of range into *first_invalid_row (no_invalid_row if none). The one launch of the
+// eager loss and of CudaDeviceLoss.
 template <class T>
 void enqueue_softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorView<const std::int32_t, 1, cuda> labels,
                                    T* gradient, double* row_losses, int* first_invalid_row, int device,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, T scale) {
   const index batch = logits.dim(0), classes = logits.dim(1);
   PNN_CUDA_CHECK(cudaMemsetAsync(first_invalid_row, no_invalid_row_byte, sizeof(int), stream));
-  const T scale = T(1) / static_cast<T>(batch);
   softmax_cross_entropy_kernel<T><<<grid_blocks(batch, device), block_threads, 0, stream>>>(
       logits.data(), labels.data(), batch, classes, scale, gradient, row_losses, first_invalid_row);
   PNN_CUDA_CHECK_LAUNCH("softmax_cross_entropy_kernel");
@@ -62,13 +63,15 @@ void enqueue_softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorVi
 }  // namespace PNN_CUDA_ABI_TAG
 }  // namespace cuda_detail
 
-// Mean softmax cross-entropy of a batch; writes its gradient into `gradient` unless that view is empty.
+// Softmax cross-entropy of rows [part.begin, part.begin + part.count) of a global batch (see the CPU's in
+// loss/softmax_cross_entropy.hpp): the gradient scaled by 1 / part.batch, and the canonical sum of the
+// rows' losses, which are copied to the host to be added up in the tree every device uses.
 template <class T>
-T softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorView<const std::int32_t, 1, cuda> labels,
-                        TensorView<T, 2, cuda> gradient) {
+double softmax_cross_entropy_sum(TensorView<const T, 2, cuda> logits, TensorView<const std::int32_t, 1, cuda> labels,
+                                 TensorView<T, 2, cuda> gradient, const BatchPart& part) {
   const index batch = logits.dim(0), classes = logits.dim(1);
-  detail::check_softmax_cross_entropy(logits, labels, gradient);
-  if (batch == 0) return T(0);
+  detail::check_softmax_cross_entropy(logits, labels, gradient, part);
+  if (batch == 0) return 0;
   PNN_CHECK(batch < cuda_detail::no_invalid_row, ShapeError, "softmax cross-entropy on cuda: a batch of ", batch,
             " rows is too large (at most ", cuda_detail::no_invalid_row - 1, ")");
   PNN_CHECK(classes > 0, ShapeError, "softmax cross-entropy: the logits have no classes");
@@ -78,18 +81,22 @@ T softmax_cross_entropy(TensorView<const T, 2, cuda> logits, TensorView<const st
   Tensor<double, 1, cuda> row_losses(Extents<1>{batch});
   Buffer<int, cuda> first_invalid_row(1);
   cuda_detail::enqueue_softmax_cross_entropy(logits, labels, gradient ? gradient.data() : nullptr, row_losses.data(),
-                                             first_invalid_row.data(), device, stream);
+                                             first_invalid_row.data(), device, stream,
+                                             T(1) / static_cast<T>(part.batch));
   int invalid_row = 0;
+  std::vector<double> host_losses(static_cast<std::size_t>(batch));
   PNN_CUDA_CHECK(cudaMemcpyAsync(&invalid_row, first_invalid_row.data(), sizeof(int), cudaMemcpyDeviceToHost, stream));
-  const double total = sum(row_losses);  // synchronises the stream, so invalid_row has arrived too
+  PNN_CUDA_CHECK(cudaMemcpyAsync(host_losses.data(), row_losses.data(), sizeof(double) * host_losses.size(),
+                                 cudaMemcpyDeviceToHost, stream));
+  PNN_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (invalid_row != cuda_detail::no_invalid_row) {
     std::int32_t label = 0;
     PNN_CUDA_CHECK(cudaMemcpyAsync(&label, labels.data() + invalid_row, sizeof label, cudaMemcpyDeviceToHost, stream));
     PNN_CUDA_CHECK(cudaStreamSynchronize(stream));
-    throw ArgumentError(detail::concat("softmax cross-entropy: label ", label, " of sample ", invalid_row,
+    throw ArgumentError(detail::concat("softmax cross-entropy: label ", label, " of sample ", part.begin + invalid_row,
                                        " is outside [0, ", classes, ")"));
   }
-  return static_cast<T>(total / static_cast<double>(batch));
+  return detail::canonical_row_sum(host_losses.data(), part);
 }
 
 // ----- the loss, written to device memory ----------------------------------------------------------------
@@ -164,9 +171,10 @@ struct CudaDeviceLoss<SoftmaxCrossEntropy> {
               "softmax cross-entropy: ", batch, " rows of logits but ", labels.size(), " labels");
     const int device = current_device();
     cudaStream_t stream = cuda_stream(device);
-    // The eager loss's launch, so gradient and loss have pnn::train_step's bits.
+    // The eager loss's launch, so the gradient has pnn::train_step's bits (the loss is summed on the device
+    // here, in the canonical tree on the host there: equal to rounding).
     enqueue_softmax_cross_entropy(logits, labels, gradient.data(), scratch.row_losses.data(),
-                                  scratch.first_invalid_row.data(), device, stream);
+                                  scratch.first_invalid_row.data(), device, stream, T(1) / static_cast<T>(batch));
     enqueue_mean(LeafArgument<double>{scratch.row_losses.data(), batch}, batch, static_cast<double>(batch), T(1),
                  scratch, stream);
   }

@@ -7,9 +7,12 @@
 // gradient of its share, and the ranks sum their gradients. Distributed slices (or, for a GPU rank,
 // copies) those rows only, so a rank's device never holds the rest of the batch.
 //
-// Weighting by sample count: the loss gradient of rank r is scaled by n_r / B before backward, so the
-// sum over ranks is exactly the gradient of the mean loss over the whole batch, for any split, uneven
-// shares and a short last batch included; the scaling costs nothing since it rides on the loss gradient.
+// Exactness: every sum over the batch follows the canonical tree of core/batch_sum.hpp. The loss scales
+// each row's gradient by 1 / B itself (loss/loss.hpp), a rank's layers sum its rows as the subtree of its
+// chunks, and the gradients, the loss and BatchNorm's statistics (through Context::across) are completed
+// over the ranks by all_reduce_canonical, the tree's upper levels. With p dividing batch_chunks (1, 2, 4
+// or 8 ranks) the result is serial training's, bit for bit, for any batch size; with other p a rank's
+// share cuts chunks, and the sums keep one fixed order of their own (equal to serial up to rounding).
 //
 // Overlap: gradients are reduced in buckets of contiguous layers (DistributedOptions::bucket_bytes).
 // Backward runs from the last layer to the first; as soon as the lowest layer of a bucket has its
@@ -35,7 +38,7 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
   using communicator = Comm;
 
   DataParallelRank(Comm& comm, std::uint64_t seed, const DistributedOptions& options)
-      : comm_(comm), model_(seed), options_(options) {
+      : comm_(comm), model_(seed), options_(options), across_(comm) {
     require_equal_across_ranks(comm_, architecture_hash(model_), "model architecture");
     comm_.broadcast(model_.parameter_values(), 0);
     if (model_.buffer_values().size() > 0) comm_.broadcast(model_.buffer_values(), 0);
@@ -62,11 +65,11 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
               " rows of a batch of ", batch, " instead of its share");
 
     model_.zero_grad();
-    const auto output =
-        model_.forward(x, trace_, true, PassKey{static_cast<std::uint64_t>(caller.steps()), share.begin});
+    const auto output = model_.forward(
+        x, trace_, true, PassKey{static_cast<std::uint64_t>(caller.steps()), share.begin, batch, &across_});
     trace_.output_gradient.resize(output.shape());
-    const T local_loss = count > 0 ? loss(output, y, trace_.output_gradient.view()) : T(0);
-    trace_.output_gradient *= static_cast<T>(static_cast<double>(count) / static_cast<double>(batch));
+    const double local_loss =
+        count > 0 ? loss.sum(output, y, trace_.output_gradient.view(), BatchPart{batch, share.begin, count}) : 0.0;
 
     requests_.clear();
     std::size_t next_bucket = 0;
@@ -76,8 +79,8 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
       while (next_bucket < buckets_.size() && buckets_[next_bucket].lowest_layer == finished_layer) {
         if (next_bucket == 0) first_reduction = this->times_.mark();
         const Bucket& bucket = buckets_[next_bucket++];
-        requests_.push_back(
-            comm_.all_reduce_async(model_.parameter_gradients().rows(bucket.begin, bucket.end - bucket.begin)));
+        requests_.push_back(comm_.all_reduce_canonical_async(
+            model_.parameter_gradients().rows(bucket.begin, bucket.end - bucket.begin)));
         bytes_ += (bucket.end - bucket.begin) * static_cast<index>(sizeof(T));
       }
     };
@@ -92,8 +95,8 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
     const auto reduced = this->times_.mark();  // on a GPU: once the compute stream has waited for them
 
     Tensor<double, 1> total_loss(Extents<1>{1});
-    total_loss[0] = static_cast<double>(local_loss) * static_cast<double>(count) / static_cast<double>(batch);
-    comm_.all_reduce(total_loss.view());
+    total_loss[0] = local_loss;
+    comm_.all_reduce_canonical(total_loss.view());
     this->optimizer(caller).step(model_.parameters());
 
     // Statistics: reductions were in flight from the first bucket's start until `reduced`; the part
@@ -102,7 +105,7 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
     this->times_.add(&StrategyStatistics::exposed_seconds, backward_end, reduced);
     if (!buckets_.empty()) this->times_.add(&StrategyStatistics::communication_seconds, first_reduction, reduced);
     this->end_step(bytes_);
-    return static_cast<T>(total_loss[0]);
+    return static_cast<T>(total_loss[0] / static_cast<double>(batch));
   }
 
   // Every replica is the whole model: predictions need no communication.
@@ -143,9 +146,30 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
     if (open) buckets_.push_back(current);
   }
 
+  // Completes BatchNorm's statistics over the ranks, in the canonical tree like the gradients.
+  class CanonicalAcross final : public BatchReduction {
+   public:
+    explicit CanonicalAcross(Comm& comm) : comm_(comm) {}
+    void sum(TensorView<float, 1, cpu> sums) const override { reduce(sums); }
+    void sum(TensorView<double, 1, cpu> sums) const override { reduce(sums); }
+    void sum(TensorView<float, 1, cuda> sums) const override { reduce(sums); }
+    void sum(TensorView<double, 1, cuda> sums) const override { reduce(sums); }
+
+   private:
+    template <class View>
+    void reduce(View sums) const {
+      if constexpr (requires { comm_.all_reduce_canonical(sums); }) comm_.all_reduce_canonical(sums);
+      else
+        throw ArgumentError(detail::concat("data parallelism: the communicator cannot sum BatchNorm statistics on ",
+                                           View::device::name));
+    }
+    Comm& comm_;
+  };
+
   Comm& comm_;
   Model model_;
   DistributedOptions options_;
+  CanonicalAcross across_;
   typename Model::Trace trace_;
   std::vector<Bucket> buckets_;
   std::vector<typename Comm::Request> requests_;

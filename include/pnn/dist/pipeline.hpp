@@ -4,9 +4,12 @@
 // Sequential of that slice whose layers keep their names and initial values from the whole model. A
 // step splits the global batch into m micro-batches (rows [B j / m, B (j + 1) / m)); a stage receives
 // each micro-batch's activations from the stage before it, sends its own to the stage after it, and
-// sends input gradients back. Gradients accumulate over the micro-batches (backward adds) and every
-// stage updates its weights once per step. Each micro-batch's loss gradient is scaled by its share of
-// the batch, so the accumulated gradient is that of the whole batch's mean loss.
+// sends input gradients back. Every stage updates its weights once per step, with the gradient of the
+// whole batch's mean loss: the loss scales each row by 1 / B, each micro-batch's gradients are a leaf of
+// the canonical tree of core/batch_sum.hpp, and the leaves are added up in it. With m dividing
+// batch_chunks (1, 2, 4, 8) the micro-batches are subtrees of the batch's tree, and a pipeline of any
+// number of stages reproduces serial training bit for bit (with StatisticsPerMicrobatch's BatchNorm, a
+// different model, it does not).
 //
 // The order of a stage's passes comes from the schedule policy (dist/schedule.hpp: GPipe, OneFOneB).
 // ModelParallel is m = 1. Rows of the batch: stage 0 is handed the inputs and the last stage the
@@ -96,11 +99,10 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     this->begin_step(batch);
     const index m = Strategy::microbatches;
     stage_.zero_grad();
-    double loss_sum = 0;
+    loss_sums_.assign(static_cast<std::size_t>(m), 0.0);
     std::vector<MicrobatchSlot*> slot_of(static_cast<std::size_t>(m), nullptr);
     for (const Operation& op : Strategy::schedule::order(index_, stages_, m)) {
       const auto [begin, count] = batch_share(batch, op.microbatch, m);
-      const double share = static_cast<double>(count) / static_cast<double>(batch);
       if (op.pass == Pass::forward) {
         MicrobatchSlot& slot = acquire();
         slot_of[static_cast<std::size_t>(op.microbatch)] = &slot;
@@ -115,13 +117,12 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
         const auto compute_start = times_.mark();
         // The micro-batch's samples are rows [begin, begin + count) of the step's global batch.
         const auto output =
-            stage_.forward(x, slot.trace, true, PassKey{static_cast<std::uint64_t>(caller.steps()), begin});
+            stage_.forward(x, slot.trace, true, PassKey{static_cast<std::uint64_t>(caller.steps()), begin, batch});
         if (last()) {
           slot.trace.output_gradient.resize(output.shape());
           if (count > 0)
-            loss_sum += share * static_cast<double>(
-                                    loss(output, targets.rows(begin, count), slot.trace.output_gradient.view()));
-          slot.trace.output_gradient *= static_cast<T>(share);
+            loss_sums_[static_cast<std::size_t>(op.microbatch)] = loss.sum(
+                output, targets.rows(begin, count), slot.trace.output_gradient.view(), BatchPart{batch, begin, count});
         }
         times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         if (!last()) send(output.flat(), index_ + 1, 2 * op.microbatch);
@@ -132,20 +133,25 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
           receive(slot.trace.output_gradient.flat(), index_ + 1, 2 * op.microbatch + 1);
         }
         const auto compute_start = times_.mark();
+        if (m > 1) stage_.zero_grad();  // each micro-batch's gradients are a leaf of the tree below
         if (index_ > 0) {
           input_gradient_.resize({count, in_features});
           stage_.backward(slot.trace.output_gradient.view(), input_gradient_.view(), slot.trace);
-          times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
-          send(TensorView<const T, 1, D>(input_gradient_.flat()), index_ - 1, 2 * op.microbatch + 1);
         } else {
           stage_.backward(slot.trace.output_gradient.view(), TensorView<T, 2, D>{}, slot.trace);
-          times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         }
+        if (m > 1) keep_gradients(op.microbatch);
+        times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
+        if (index_ > 0) send(TensorView<const T, 1, D>(input_gradient_.flat()), index_ - 1, 2 * op.microbatch + 1);
         release(slot);
       }
     }
+    if (m > 1) add_up_gradients();
+    // The loss: the micro-batches' canonical sums, subtrees of the batch's tree, added up in it.
+    ScalarTreeSum<double> loss_sum;
+    for (const double sum : loss_sums_) loss_sum.push(sum);
     Tensor<double, 1> total(Extents<1>{1});
-    total[0] = loss_sum;
+    total[0] = loss_sum.total() / static_cast<double>(batch);
     comm_.broadcast(total.view(), stages_ - 1);
     auto& update = this->optimizer(caller);
     const auto update_start = times_.mark();
@@ -233,6 +239,28 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     bytes_ += data.size() * static_cast<index>(sizeof(T));
   }
 
+  // Micro-batch j's gradients are leaf j of the step's canonical tree (core/batch_sum.hpp); the leaves
+  // are added up in micro-batch order, whatever order the schedule ran them in. With m dividing
+  // batch_chunks each micro-batch is a subtree of the batch's tree, so the stage gets serial training's bits.
+  void keep_gradients(index microbatch) {
+    const auto gradients = stage_.parameter_gradients();
+    if (gradient_leaves_.size() <= static_cast<std::size_t>(microbatch))
+      gradient_leaves_.resize(static_cast<std::size_t>(microbatch) + 1);
+    auto& leaf = gradient_leaves_[static_cast<std::size_t>(microbatch)];
+    leaf.resize(gradients.shape());
+    copy(TensorView<const T, 1, D>(gradients), leaf.view());
+  }
+  void add_up_gradients() {
+    const auto gradients = stage_.parameter_gradients();
+    gradient_sum_.start(gradients.size());
+    for (index j = 0; j < Strategy::microbatches; ++j) {
+      copy(TensorView<const T, 1, D>(gradient_leaves_[static_cast<std::size_t>(j)].view()), gradient_sum_.leaf());
+      gradient_sum_.push();
+    }
+    stage_.zero_grad();
+    gradient_sum_.add_to(gradients);
+  }
+
   static const Parameter<T, D>& find(const Whole& whole, const std::string& name) {
     for (const auto& p : whole.parameters())
       if (p.name() == name) return p;
@@ -244,6 +272,9 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   int index_, stages_;
   std::deque<MicrobatchSlot> slots_;
   Tensor<T, 2, D> input_gradient_, prediction_input_, prediction_;
+  std::vector<Tensor<T, 1, D>> gradient_leaves_;  // per micro-batch
+  BatchSum<T, D> gradient_sum_;
+  std::vector<double> loss_sums_;  // per micro-batch, on the last stage
   using RankBookkeeping<T, D>::times_;
   index bytes_ = 0, max_live_ = 0;
 

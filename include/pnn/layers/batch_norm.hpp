@@ -136,9 +136,9 @@ class BatchNorm<Options...>::layer {
     // batch broadcasts them with a period of a whole sample rather than of `channels` values: the CPU
     // executor then evaluates long contiguous runs (several times faster for 16 channels).
     Tensor<T, 1, D> mean_row, scale_row, offset_row, slope_row;
-    Tensor<T, 1, D> sample_sums;                         // column sums over the batch, before folding positions
-    Tensor<T, 1, D> gradient_sum, centred_gradient_sum;  // per channel: sum(dy), sum(dy * (x - mean))
-    Tensor<T, 2, D> scratch;                             // dy * (x - mean) when dx is not wanted, so cannot hold it
+    Tensor<T, 1, D> gradient_sum, normalised_gradient_sum;  // per channel: sum(dy), sum(dy * x_hat)
+    Tensor<T, 2, D> scratch;                                // dy * x_hat when dx is not wanted, so cannot hold it
+    BatchSum<T, D> channel_sum;                             // the canonical tree of a per-channel sum over the batch
   };
 
   static std::string name() { return BatchNorm::name(); }
@@ -156,22 +156,27 @@ class BatchNorm<Options...>::layer {
     running_variance_.rebind(cursor.take().value);
   }
 
+  // The statistics are the whole batch's: over the pass's rows, and with Context::across (data parallelism)
+  // completed over the other ranks' rows too, so every rank normalises with serial training's bits. A
+  // pipeline's micro-batch has no `across`: it normalises over its own rows (StatisticsPerMicrobatch).
   void forward(TensorView<const T, 2, D> x, TensorView<T, 2, D> y, State& state, const Context& context) const {
-    const index count = x.dim(0) * positions;  // values per channel
+    const BatchPart part = context.part(x.dim(0));
+    const index count = (context.across ? part.batch : x.dim(0)) * positions;  // values per channel
     allocate(state);
     state.batch_statistics = context.training;
     if (context.training) {
       PNN_CHECK(count > 1, ShapeError,
-                "BatchNorm needs more than one value per channel while training, got a batch of ", x.dim(0),
+                "BatchNorm needs more than one value per channel while training, got a batch of ", part.batch,
                 " sample(s) of shape ", format_shape<In>());
-      channel_sums(x, state, state.mean);
+      const BatchPieces pieces = batch_pieces(part);
+      batch_channel_sums(x, pieces, state, state.mean, context.across);
       state.mean *= T(1) / static_cast<T>(count);
       // Two passes (centre, then square) keep the variance accurate when the mean is large. y holds the
       // squares until it receives the output.
       tile(state.mean_row, state.mean);
       y = square(x - state.mean_row);
       auto& variance = state.inverse_deviation;
-      channel_sums(y, state, variance);
+      batch_channel_sums(y, pieces, state, variance, context.across);
       variance *= T(1) / static_cast<T>(count);
       const T keep = static_cast<T>(1 - momentum), take = static_cast<T>(momentum);
       running_mean_ = running_mean_ * keep + state.mean * take;
@@ -193,27 +198,36 @@ class BatchNorm<Options...>::layer {
   // With batch statistics the mean and variance depend on every input, so
   //   dx = weight * inverse_deviation * (dy - mean(dy) - x_hat * mean(dy * x_hat));
   // with running statistics they are constants and dx = weight * inverse_deviation * dy.
+  // The parameter gradients get this pass's sums (a data-parallel all-reduce adds the ranks' later);
+  // dx needs the whole batch's, completed over Context::across.
   void backward(TensorView<const T, 2, D> x, TensorView<const T, 2, D>, TensorView<const T, 2, D> dy,
-                TensorView<T, 2, D> dx, State& state, const Context&) const {
-    const index count = x.dim(0) * positions;
-    channel_sums(dy, state, state.gradient_sum);
+                TensorView<T, 2, D> dx, State& state, const Context& context) const {
+    const BatchPart part = context.part(x.dim(0));
+    const index count = (context.across ? part.batch : x.dim(0)) * positions;
+    const BatchPieces pieces = batch_pieces(part);
+    batch_channel_sums(dy, pieces, state, state.gradient_sum, nullptr);
     bias_gradient_ += state.gradient_sum;
 
-    // dx, when wanted, holds dy * (x - mean) until it receives its own value.
+    // dx, when wanted, holds dy * x_hat until it receives its own value.
     if (!dx) state.scratch.resize(x.shape());
     const TensorView<T, 2, D> product = dx ? dx : state.scratch.view();
     tile(state.mean_row, state.mean);
-    product = dy * (x - state.mean_row);
-    channel_sums(product, state, state.centred_gradient_sum);
-    weight_gradient_ += state.centred_gradient_sum * state.inverse_deviation;
+    tile(state.slope_row, state.inverse_deviation);
+    product = dy * ((x - state.mean_row) * state.slope_row);
+    batch_channel_sums(product, pieces, state, state.normalised_gradient_sum, nullptr);
+    weight_gradient_ += state.normalised_gradient_sum;
 
     if (!dx) return;
     tile(state.scale_row, state.inverse_deviation * weight_);
     if (state.batch_statistics) {
-      // x_hat * mean(dy * x_hat) = (x - mean) * inverse_deviation^2 * mean(dy * (x - mean))
+      if (context.across) {
+        context.across->sum(state.gradient_sum.view());
+        context.across->sum(state.normalised_gradient_sum.view());
+      }
+      // x_hat * mean(dy * x_hat) = (x - mean) * inverse_deviation * mean(dy * x_hat)
       const T per_value = T(1) / static_cast<T>(count);
       tile(state.offset_row, state.gradient_sum * per_value);
-      tile(state.slope_row, square(state.inverse_deviation) * state.centred_gradient_sum * per_value);
+      tile(state.slope_row, state.inverse_deviation * state.normalised_gradient_sum * per_value);
       dx = (dy - state.offset_row - (x - state.mean_row) * state.slope_row) * state.scale_row;
     } else {
       dx = dy * state.scale_row;
@@ -223,20 +237,21 @@ class BatchNorm<Options...>::layer {
  private:
   static void allocate(State& state) {
     for (Tensor<T, 1, D>* channel :
-         {&state.mean, &state.inverse_deviation, &state.gradient_sum, &state.centred_gradient_sum})
+         {&state.mean, &state.inverse_deviation, &state.gradient_sum, &state.normalised_gradient_sum})
       channel->resize({channels});
-    for (Tensor<T, 1, D>* row :
-         {&state.mean_row, &state.scale_row, &state.offset_row, &state.slope_row, &state.sample_sums})
+    for (Tensor<T, 1, D>* row : {&state.mean_row, &state.scale_row, &state.offset_row, &state.slope_row})
       row->resize({In::size});
   }
 
-  // sums[c] = the sum of channel c over a (batch, In::size) matrix: its column sums (one sample's worth),
-  // then those folded over the positions.
-  static void channel_sums(TensorView<const T, 2, D> batch, State& state, Tensor<T, 1, D>& sums) {
-    state.sample_sums.fill_zero();
-    add_column_sums<T>(batch, state.sample_sums.view());
+  // sums[c] = the sum of channel c over a pass's (rows, In::size) matrix: each piece of the batch
+  // (core/batch_sum.hpp) sums its rows' values of the channel, and the pieces add up in the canonical
+  // tree; with `across`, over the other ranks' rows too.
+  static void batch_channel_sums(TensorView<const T, 2, D> batch, const BatchPieces& pieces, State& state,
+                                 Tensor<T, 1, D>& sums, const BatchReduction* across) {
     sums.fill_zero();
-    add_column_sums<T>(state.sample_sums.reshape(Extents<2>{positions, channels}), sums.view());
+    add_batch_column_sums<T>(batch.reshape(Extents<2>{batch.dim(0) * positions, channels}), sums.view(), pieces,
+                             positions, state.channel_sum);
+    if (across) across->sum(sums.view());
   }
 
   // Writes the per-channel values at every position of one sample's row.

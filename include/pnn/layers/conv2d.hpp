@@ -113,6 +113,7 @@ class Conv2D<Filters, Kernel, Options...>::layer {
   // passes in flight at the same time (pipeline micro-batches) never share it.
   struct State {
     Tensor<T, 2, D> columns;
+    BatchSum<T, D> weight_sum, bias_sum;  // the canonical trees of the gradients' sums over the batch
   };
 
   static std::string name() { return Conv2D::name(); }
@@ -128,7 +129,7 @@ class Conv2D<Filters, Kernel, Options...>::layer {
   }
 
   void forward(TensorView<const T, 2, D> x, TensorView<T, 2, D> y, State& state, const Context&) const {
-    for_each_chunk(x.dim(0), state, [&](index first, index count, TensorView<T, 2, D> columns) {
+    for_each_chunk(0, x.dim(0), state, [&](index first, index count, TensorView<T, 2, D> columns) {
       im2col<T>(x.rows(first, count), geometry, columns);
       const TensorView<T, 2, D> out = y.rows(first, count).reshape(Extents<2>{count * positions, Filters});
       out = bias_;  // b at every output pixel, then accumulate columns W^T on top
@@ -136,30 +137,45 @@ class Conv2D<Filters, Kernel, Options...>::layer {
     });
   }
 
+  // The weight gradient's leaf for each piece of the batch (core/batch_sum.hpp) is the sum of its
+  // chunks' products, chunked from the piece's first sample, so a piece adds up alike wherever it is.
   void backward(TensorView<const T, 2, D> x, TensorView<const T, 2, D>, TensorView<const T, 2, D> dy,
-                TensorView<T, 2, D> dx, State& state, const Context&) const {
-    add_column_sums<T>(dy.reshape(Extents<2>{x.dim(0) * positions, Filters}), bias_gradient_);
-    for_each_chunk(x.dim(0), state, [&](index first, index count, TensorView<T, 2, D> columns) {
-      const auto gradient = dy.rows(first, count).reshape(Extents<2>{count * positions, Filters});
-      im2col<T>(x.rows(first, count), geometry, columns);
-      gemm<T>(gradient, columns, weight_gradient_, {.transpose_a = true, .beta = 1});  // dW += dy^T columns
-      if (dx) {
-        gemm<T>(gradient, weight_, columns, {});  // the columns' gradient replaces the columns
-        col2im<T>(columns, geometry, dx.rows(first, count));
-      }
-    });
+                TensorView<T, 2, D> dx, State& state, const Context& context) const {
+    const BatchPieces pieces = batch_pieces(context.part(x.dim(0)));
+    add_batch_column_sums<T>(dy.reshape(Extents<2>{x.dim(0) * positions, Filters}), bias_gradient_, pieces, positions,
+                             state.bias_sum);
+    state.weight_sum.start(weight_gradient_.size());
+    for (int piece = 0; piece < pieces.count; ++piece) {
+      const index piece_begin = pieces.begin(piece), piece_samples = pieces.end(piece) - piece_begin;
+      const TensorView<T, 2, D> leaf = (piece_samples > 0 ? state.weight_sum.leaf() : state.weight_sum.zeroed_leaf())
+                                           .reshape(Extents<2>{Filters, patch});
+      double beta = 0;  // the piece's first product starts its leaf
+      for_each_chunk(piece_begin, piece_samples, state, [&](index first, index count, TensorView<T, 2, D> columns) {
+        const auto gradient = dy.rows(first, count).reshape(Extents<2>{count * positions, Filters});
+        im2col<T>(x.rows(first, count), geometry, columns);
+        gemm<T>(gradient, columns, leaf, {.transpose_a = true, .beta = beta});  // dW += dy^T columns
+        beta = 1;
+        if (dx) {
+          gemm<T>(gradient, weight_, columns, {});  // the columns' gradient replaces the columns
+          col2im<T>(columns, geometry, dx.rows(first, count));
+        }
+      });
+      state.weight_sum.push();
+    }
+    state.weight_sum.add_to(TensorView<T, 1, D>(weight_gradient_.data(), Extents<1>{weight_gradient_.size()}));
   }
 
  private:
-  // Calls body(first sample, sample count, columns matrix for those samples) over the batch.
+  // Calls body(first sample, sample count, columns matrix for those samples) over samples
+  // [begin, begin + samples), in chunks of at most columns_budget_bytes of columns.
   template <class Body>
-  static void for_each_chunk(index batch, State& state, Body&& body) {
+  static void for_each_chunk(index begin, index samples, State& state, Body&& body) {
     const index sample_bytes = static_cast<index>(sizeof(T)) * positions * patch;
-    const index per_chunk = std::clamp<index>(columns_budget_bytes / sample_bytes, 1, std::max<index>(batch, 1));
+    const index per_chunk = std::clamp<index>(columns_budget_bytes / sample_bytes, 1, std::max<index>(samples, 1));
     state.columns.resize({per_chunk * positions, patch});
-    for (index first = 0; first < batch; first += per_chunk) {
-      const index count = std::min(per_chunk, batch - first);
-      body(first, count, state.columns.view().rows(0, count * positions));
+    for (index first = 0; first < samples; first += per_chunk) {
+      const index count = std::min(per_chunk, samples - first);
+      body(begin + first, count, state.columns.view().rows(0, count * positions));
     }
   }
 

@@ -27,7 +27,9 @@ class Dense<Units, WeightInit>::layer {
   using input_shape = In;
   using output_shape = Shape<Units>;
   static constexpr index inputs = In::size;
-  struct State {};
+  struct State {
+    BatchSum<T, D> weight_sum, bias_sum;  // the canonical trees of the gradients' sums over the batch
+  };
 
   static std::string name() { return "Dense<" + std::to_string(Units) + ">"; }
 
@@ -46,10 +48,11 @@ class Dense<Units, WeightInit>::layer {
   }
 
   void backward(TensorView<const T, 2, D> x, TensorView<const T, 2, D>, TensorView<const T, 2, D> dy,
-                TensorView<T, 2, D> dx, State&, const Context&) const {
-    gemm<T>(dy, x, weight_gradient_, {.transpose_a = true, .beta = 1});  // dW += dy^T x
-    add_column_sums<T>(dy, bias_gradient_);                              // db += sum over the batch of dy
-    if (dx) gemm<T>(dy, weight_, dx, {});                                // dx = dy W
+                TensorView<T, 2, D> dx, State& state, const Context& context) const {
+    const BatchPieces pieces = batch_pieces(context.part(x.dim(0)));
+    add_batch_product<T>(dy, x, weight_gradient_, pieces, 1, state.weight_sum);  // dW += dy^T x
+    add_batch_column_sums<T>(dy, bias_gradient_, pieces, 1, state.bias_sum);     // db += sum over the batch of dy
+    if (dx) gemm<T>(dy, weight_, dx, {});                                        // dx = dy W
   }
 
  private:

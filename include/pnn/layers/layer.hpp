@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <string>
 
+#include "pnn/core/batch_sum.hpp"
 #include "pnn/core/hash.hpp"
 #include "pnn/core/parameter.hpp"
 #include "pnn/core/random.hpp"
@@ -37,17 +38,49 @@
 
 namespace pnn {
 
-// What a forward pass needs besides its input.
+// Completes a sum over a batch whose other rows other ranks compute (data parallelism): each rank
+// passes the canonical sum of its own rows (core/batch_sum.hpp) and receives the whole batch's, the same
+// bits on every rank. BatchNorm's statistics use it; null in a context means the pass holds its batch.
+class BatchReduction {
+ public:
+  virtual void sum(TensorView<float, 1, cpu> sums) const = 0;
+  virtual void sum(TensorView<double, 1, cpu> sums) const = 0;
+  virtual void sum(TensorView<float, 1, cuda> sums) const = 0;
+  virtual void sum(TensorView<double, 1, cuda> sums) const = 0;
+
+ protected:
+  ~BatchReduction() = default;
+};
+
+// Which samples of which training step a pass computes: rows [first_sample, first_sample + rows) of a
+// global batch of `batch` rows (0: the pass's rows are the whole batch).
+struct PassKey {
+  std::uint64_t step = 0;
+  index first_sample = 0;
+  index batch = 0;
+  const BatchReduction* across = nullptr;  // the ranks holding the batch's other rows, if any
+};
+
+// What a pass needs besides its input.
 // Randomness belongs to samples, not to replicas: a sample's draws (its dropout masks) come from
 //   random->split(step).split(layer).split(first_sample + row)
 // so a sample gets the same mask whichever rank, pipeline stage or micro-batch computes it.
+// Sums over the batch follow the canonical tree of the global batch (core/batch_sum.hpp): part(rows)
+// says which rows of it the pass holds, so a layer's sums are the subtrees serial training computes.
 struct Context {
-  bool training = true;               // dropout and batch statistics are on only while training
-  const Generator* random = nullptr;  // the root of the model's per-sample streams (streams::dropout)
-  std::uint64_t step = 0;             // the training step the pass belongs to
-  index first_sample = 0;             // the index in the global batch of the pass's first row
-  std::uint64_t layer = 0;            // the key of the layer being run: LayerStack sets it per layer
-  std::size_t first_layer = 0;        // the number of the stack's first layer (a pipeline stage's offset)
+  bool training = true;                    // dropout and batch statistics are on only while training
+  const Generator* random = nullptr;       // the root of the model's per-sample streams (streams::dropout)
+  std::uint64_t step = 0;                  // the training step the pass belongs to
+  index first_sample = 0;                  // the index in the global batch of the pass's first row
+  index batch = 0;                         // rows of the global batch; 0: the pass's rows are the whole batch
+  const BatchReduction* across = nullptr;  // completes batch statistics over other ranks' rows
+  std::uint64_t layer = 0;                 // the key of the layer being run: LayerStack sets it per layer
+  std::size_t first_layer = 0;             // the number of the stack's first layer (a pipeline stage's offset)
+
+  // The rows of the global batch a pass of `rows` rows holds.
+  BatchPart part(index rows) const {
+    return batch == 0 ? BatchPart::whole(rows) : BatchPart{batch, first_sample, rows};
+  }
 
   // The context of a nested part (a layer of a stack, a Residual's body or shortcut): its own key.
   Context nested(std::uint64_t part) const {
@@ -56,12 +89,6 @@ struct Context {
     inner.first_layer = 0;
     return inner;
   }
-};
-
-// Which samples of which training step a pass computes (Context::step and first_sample).
-struct PassKey {
-  std::uint64_t step = 0;
-  index first_sample = 0;
 };
 
 template <class L>

@@ -70,6 +70,8 @@ class LayerStack {
     // The loss's gradient with respect to the output, for whoever computes it (a training step, a
     // pipeline's last stage) to pass to backward.
     Tensor<T, 2, D> output_gradient;
+    // Which rows of which step the forward pass computed: its backward pass sums over the same rows.
+    PassKey key;
     index batch() const { return input.dim(0); }
     TensorView<const T, 2, D> output() const { return outputs.back().view(); }
   };

@@ -32,13 +32,32 @@ struct MeanSquaredError {
               format_extents<2>(output.shape()), " and target ", format_extents<2>(target.shape()), " differ");
   }
 
+  // Rows [part.begin, part.begin + part.count) of a global batch of part.batch rows: a row's loss is the
+  // mean of its squared errors, so the batch's is the mean over all elements; each piece of the batch
+  // sums its squared errors in the device's order, and the pieces add up in the canonical tree.
+  template <class T, class D>
+  double sum(TensorView<const T, 2, D> output, TensorView<const T, 2, D> target, TensorView<T, 2, D> gradient,
+             const BatchPart& part) const {
+    check(output, target);
+    PNN_CHECK(part.count == output.dim(0), ShapeError, "mean squared error: ", output.dim(0), " rows of output as ",
+              part.count, " rows of a batch");
+    if (output.size() == 0) return 0;
+    const index features = output.dim(1);
+    const T scale = T(1) / static_cast<T>(part.batch * features);
+    if (gradient) gradient = gradient_expression(output, target, scale);
+    const BatchPieces pieces = batch_pieces(part);
+    ScalarTreeSum<double> total;
+    for (int piece = 0; piece < pieces.count; ++piece) {
+      const index begin = pieces.begin(piece), rows = pieces.end(piece) - begin;
+      total.push(rows == 0 ? 0.0
+                           : static_cast<double>(
+                                 pnn::sum(squared_errors(output.rows(begin, rows), target.rows(begin, rows)))));
+    }
+    return total.total() / static_cast<double>(features);
+  }
   template <class T, class D>
   T operator()(TensorView<const T, 2, D> output, TensorView<const T, 2, D> target, TensorView<T, 2, D> gradient) const {
-    check(output, target);
-    if (output.size() == 0) return T(0);
-    const T scale = T(1) / static_cast<T>(output.size());
-    if (gradient) gradient = gradient_expression(output, target, scale);
-    return sum(squared_errors(output, target)) * scale;
+    return mean_loss(*this, output, target, gradient);
   }
 };
 

@@ -104,14 +104,12 @@ class BasicSequential {
   // x is (batch, input features); the result is (batch, output features) and stays valid until the next
   // forward pass through the same trace. x must stay alive until the matching backward().
   // `key` says which samples of which training step x holds: their dropout masks depend on nothing else
-  // (layers/layer.hpp, Context). Without a key, a training pass is the model's next step, from sample 0.
+  // (layers/layer.hpp, Context), and the sums over the batch are their subtrees of the global batch's
+  // canonical tree (core/batch_sum.hpp). Without a key, a training pass is the model's next step, and
+  // its rows are the whole batch.
   TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, Trace& trace, bool training, PassKey key) {
-    const Context context{.training = training,
-                          .random = &dropout_random_,
-                          .step = key.step,
-                          .first_sample = key.first_sample,
-                          .first_layer = first_layer_index_};
-    stack_.forward(x, trace, context);
+    trace.key = key;
+    stack_.forward(x, trace, context(key, training));
     return trace.output();
   }
   TensorView<const T, 2, D> forward(TensorView<const T, 2, D> x, Trace& trace, bool training = true) {
@@ -127,8 +125,7 @@ class BasicSequential {
   // dx is empty. on_gradients_ready(layer) is called as each layer's gradients become final.
   template <class Hook = NoGradientHook>
   void backward(TensorView<const T, 2, D> dy, TensorView<T, 2, D> dx, Trace& trace, Hook&& on_gradients_ready = {}) {
-    const Context context{.training = true, .random = &dropout_random_, .first_layer = first_layer_index_};
-    stack_.backward(dy, dx, trace, context, std::forward<Hook>(on_gradients_ready));
+    stack_.backward(dy, dx, trace, context(trace.key, true), std::forward<Hook>(on_gradients_ready));
   }
   void backward(TensorView<const T, 2, D> dy) { backward(dy, TensorView<T, 2, D>{}, trace_); }
 
@@ -224,6 +221,16 @@ class BasicSequential {
   index trainable_count_ = 0;
   Trace trace_, inference_trace_;
   Generator dropout_random_;  // the root of the per-sample streams; never advanced
+  Context context(const PassKey& key, bool training) const {
+    return Context{.training = training,
+                   .random = &dropout_random_,
+                   .step = key.step,
+                   .first_sample = key.first_sample,
+                   .batch = key.batch,
+                   .across = key.across,
+                   .first_layer = first_layer_index_};
+  }
+
   std::uint64_t passes_ = 0;  // training passes made without a PassKey: their step numbers
 };
 

@@ -155,7 +155,7 @@ Evaluation evaluate(Model& model, const Data& data, index batch_size = 1000, con
     const auto output =
         detail::on_host(model.predict(detail::on_model_device(std::as_const(batch), staged).first), host_output);
     const auto targets = batch_targets(batch);
-    loss_sum += static_cast<double>(loss(output, targets, TensorView<T, 2>{})) * static_cast<double>(count);
+    loss_sum += loss.sum(output, targets, TensorView<T, 2>{}, BatchPart::whole(count));
     if constexpr (detail::holds_class_labels<Data>) correct += count_correct(output, targets);
   }
   result.samples = data.size();

@@ -43,7 +43,7 @@ typename M::value_type train_step(
   // parallel strategy makes for them (layers/layer.hpp, Context).
   const auto output = model.forward(inputs, trace, true, PassKey{static_cast<std::uint64_t>(optimizer.steps()), 0});
   trace.output_gradient.resize(output.shape());
-  const T value = loss(output, targets, trace.output_gradient.view());
+  const T value = mean_loss(loss, output, targets, trace.output_gradient.view());
   model.backward(trace.output_gradient.view(), TensorView<T, 2, D>{}, trace);
   optimizer.step(model.parameters());
   return value;
