@@ -10,30 +10,13 @@
 #include <vector>
 
 #include "canonical_inputs.hpp"
+#include "local_ranks.hpp"
 
 using namespace pnn;
 using namespace pnn::testing;
 using namespace std::chrono_literals;
 
 namespace {
-// Runs body(communicator) on one thread per rank; returns each rank's error message ("" if none).
-template <class Body>
-std::vector<std::string> run_ranks(int size, Body body, CommunicatorOptions options = {}) {
-  auto ranks = Local::group(size, options);
-  std::vector<std::string> errors(static_cast<std::size_t>(size));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < size; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        body(ranks[static_cast<std::size_t>(r)]);
-      } catch (const std::exception& e) {
-        errors[static_cast<std::size_t>(r)] = e.what();
-        ranks[static_cast<std::size_t>(r)].abort(detail::concat("rank ", r, " failed: ", e.what()));
-      }
-    });
-  for (auto& t : threads) t.join();
-  return errors;
-}
 
 template <class T>
 Tensor<T, 1> inputs_of(int rank, pnn::index count) {

@@ -7,29 +7,11 @@
 #include <thread>
 #include <vector>
 
-using namespace pnn;
-using namespace std::chrono_literals;
+#include "local_ranks.hpp"
 
-namespace {
-// Runs body(communicator) on one thread per rank; returns each rank's error message ("" if none).
-template <class Body>
-std::vector<std::string> run_ranks(int size, Body body, CommunicatorOptions options = {}) {
-  auto ranks = Local::group(size, options);
-  std::vector<std::string> errors(static_cast<std::size_t>(size));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < size; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        body(ranks[static_cast<std::size_t>(r)]);
-      } catch (const std::exception& e) {
-        errors[static_cast<std::size_t>(r)] = e.what();
-        ranks[static_cast<std::size_t>(r)].abort(detail::concat("rank ", r, " failed: ", e.what()));
-      }
-    });
-  for (auto& t : threads) t.join();
-  return errors;
-}
-}  // namespace
+using namespace pnn;
+using testing::run_ranks;
+using namespace std::chrono_literals;
 
 TEST_CASE("local.all_reduce_sums_in_rank_order") {
   for (int size : {1, 2, 3, 4}) {
