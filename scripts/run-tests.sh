@@ -32,4 +32,16 @@ meson compile -C "$exact" "${exact_targets[@]}" || exit 1
 rm -f "$exact/meson-logs/testlog.json"
 meson test -C "$exact" --no-rebuild --num-processes "$(nproc)" --print-errorlogs "${exact_tests[@]}"
 
-python3 scripts/summarize-tests.py "$build/meson-logs/testlog.json" "$exact/meson-logs/testlog.json"
+# The in-process communicator and the strategies over it under ThreadSanitizer: any report (a race, a use
+# after free) makes the program exit non-zero. No suppressions are needed.
+tsan=${PNN_TSAN_BUILD_DIR:-build-tsan}
+if [ ! -f "$tsan/build.ninja" ]; then
+  meson setup "$tsan" --buildtype=debugoptimized -Db_sanitize=thread -Dcuda=disabled -Dexamples=false \
+    -Dbench=disabled -Dmpi=disabled || exit 1
+fi
+meson compile -C "$tsan" tests/test_dist || exit 1
+rm -f "$tsan/meson-logs/testlog.json"
+meson test -C "$tsan" --no-rebuild --print-errorlogs dist
+
+python3 scripts/summarize-tests.py "$build/meson-logs/testlog.json" "$exact/meson-logs/testlog.json" \
+  "$tsan/meson-logs/testlog.json"

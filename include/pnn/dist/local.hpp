@@ -256,14 +256,17 @@ class Local {
     explicit Request(std::shared_ptr<local_detail::AsyncThread::Task> task) : task_(std::move(task)) {}
     void wait() {
       if (!task_) return;
-      std::unique_lock lock(task_->mutex);
-      task_->done_changed.wait(lock, [&] { return task_->done; });
-      if (task_->error) {
-        auto error = task_->error;
-        task_.reset();
-        std::rethrow_exception(error);
+      // The task may hold the last reference to itself here: it must outlive the lock on its own mutex,
+      // so it leaves the request first and dies after the lock is released (ThreadSanitizer saw the
+      // unlock write into freed memory when the reference was dropped under the lock).
+      const std::shared_ptr<local_detail::AsyncThread::Task> task = std::move(task_);
+      std::exception_ptr error;
+      {
+        std::unique_lock lock(task->mutex);
+        task->done_changed.wait(lock, [&] { return task->done; });
+        error = task->error;
       }
-      task_.reset();
+      if (error) std::rethrow_exception(error);
     }
     bool ready() const {
       if (!task_) return true;
