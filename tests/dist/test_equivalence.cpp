@@ -2,6 +2,7 @@
 // layout keeps the batch's 8 chunks whole (1, 2, 4 ranks; 1, 2, 4, 8 micro-batches; any stages), to rounding
 // otherwise (3 ranks).
 #include "equivalence.hpp"
+#include "support/random_dataset.hpp"
 
 using namespace pnn;
 using testing::check_equivalence;
@@ -232,17 +233,7 @@ TEST_CASE("distributed.parameter_count_without_a_model") {
 namespace {
 // 37 samples of 12 features in 4 classes, as images: fit() shuffles them into batches of 10 (the last of
 // each epoch has 7), which divide among neither 4 data-parallel ranks nor 4 micro-batches evenly.
-Dataset shuffled_dataset() {
-  Dataset data;
-  data.images = Tensor<std::uint8_t, 2>(Extents<2>{37, 12});
-  data.labels = Tensor<std::int32_t, 1>(Extents<1>{37});
-  data.sample_shape = {1, 3, 4};
-  data.classes = 4;
-  Generator random(23);
-  for (pnn::index i = 0; i < data.images.size(); ++i) data.images.data()[i] = static_cast<std::uint8_t>(random.next());
-  for (pnn::index i = 0; i < 37; ++i) data.labels[i] = static_cast<std::int32_t>(random.next() % 4);
-  return data;
-}
+Dataset shuffled_dataset() { return testing::random_dataset(37, {1, 3, 4}, 4, 23); }
 
 template <class Model>
 std::vector<double> epoch_losses(Model& model) {

@@ -6,6 +6,8 @@
 #include <pnn/pnn.hpp>
 #include <sstream>
 
+#include "support/random_dataset.hpp"
+
 using namespace pnn;
 
 namespace {
@@ -189,17 +191,7 @@ TEST_CASE("train.regression_fit_equals_steps_by_hand") {
 
 namespace {
 // 50 samples of 4x4 images in 3 classes: 7 batches of 8 per epoch, the last one short.
-Dataset small_dataset() {
-  Dataset data;
-  data.images = Tensor<std::uint8_t, 2>(Extents<2>{50, 16});
-  data.labels = Tensor<std::int32_t, 1>(Extents<1>{50});
-  data.sample_shape = {1, 4, 4};
-  data.classes = 3;
-  Generator random(21);
-  for (pnn::index i = 0; i < data.images.size(); ++i) data.images.data()[i] = static_cast<std::uint8_t>(random.next());
-  for (pnn::index i = 0; i < 50; ++i) data.labels[i] = static_cast<std::int32_t>(random.next() % 3);
-  return data;
-}
+Dataset small_dataset() { return testing::random_dataset(50, {1, 4, 4}, 3, 21); }
 using SmallMlp = Sequential<Input<16>, Dense<12>, ReLU, Dropout<25>, Dense<3>>;
 }  // namespace
 

@@ -48,11 +48,6 @@ class BinaryCounterTree {
     while (depth_ >= 2 && stack_[depth_ - 1].count == stack_[depth_ - 2].count) merge_top();
   }
   constexpr std::size_t depth() const { return depth_; }
-  constexpr std::size_t leaves() const {
-    std::size_t count = 0;
-    for (std::size_t i = 0; i < depth_; ++i) count += stack_[i].count;
-    return count;
-  }
   // The total, folding the stack from the top; at least one leaf must have been pushed.
   constexpr Value total() {
     PNN_CHECK(depth_ > 0, ArgumentError, "binary_counter_tree: a tree needs at least one leaf");

@@ -24,6 +24,7 @@
 #include <variant>
 #include <vector>
 
+#include "pnn/core/canonical_sum.hpp"
 #include "pnn/dist/communicator.hpp"
 #include "pnn/dist/schedule.hpp"
 #include "pnn/dist/strategy.hpp"
@@ -251,14 +252,15 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     copy(TensorView<const T, 1, D>(gradients), leaf.view());
   }
   void add_up_gradients() {
-    const auto gradients = stage_.parameter_gradients();
-    gradient_sum_.start(gradients.size());
-    for (index j = 0; j < Strategy::microbatches; ++j) {
-      copy(TensorView<const T, 1, D>(gradient_leaves_[static_cast<std::size_t>(j)].view()), gradient_sum_.leaf());
-      gradient_sum_.push();
-    }
+    // In place: each inner node adds the right leaf's tensor into the left one's.
+    const std::size_t root = binary_counter_tree(
+        static_cast<std::size_t>(Strategy::microbatches), [](std::size_t j) { return j; },
+        [&](std::size_t left, std::size_t right) {
+          gradient_leaves_[left].view() += gradient_leaves_[right].view();
+          return left;
+        });
     stage_.zero_grad();
-    gradient_sum_.add_to(gradients);
+    stage_.parameter_gradients() += gradient_leaves_[root].view();
   }
 
   static const Parameter<T, D>& find(const Whole& whole, const std::string& name) {
@@ -273,8 +275,7 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   std::deque<MicrobatchSlot> slots_;
   Tensor<T, 2, D> input_gradient_, prediction_input_, prediction_;
   std::vector<Tensor<T, 1, D>> gradient_leaves_;  // per micro-batch
-  BatchSum<T, D> gradient_sum_;
-  std::vector<double> loss_sums_;  // per micro-batch, on the last stage
+  std::vector<double> loss_sums_;                 // per micro-batch, on the last stage
   using RankBookkeeping<T, D>::times_;
   index bytes_ = 0, max_live_ = 0;
 
