@@ -14,10 +14,12 @@
 
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <pnn/dist.hpp>
 #include <pnn/pnn.hpp>
+#include <stdexcept>
 #include <string>
 
 #if defined(PNN_EXAMPLE_MPI)
@@ -119,25 +121,30 @@ struct Flags {
   bool quiet = false;
 };
 
-// Validators whose messages say what is wanted (CLI11's ranges print the type's whole range).
-inline const CLI::Validator positive(
-    [](std::string& value) {
-      try {
-        return std::stod(value) > 0 ? std::string() : "must be positive, got " + value;
-      } catch (const std::exception&) {
-        return "must be a positive number, got " + value;
-      }
-    },
-    "> 0");
-inline const CLI::Validator non_negative(
-    [](std::string& value) {
-      try {
-        return std::stod(value) >= 0 ? std::string() : "must not be negative, got " + value;
-      } catch (const std::exception&) {
-        return "must be a number, got " + value;
-      }
-    },
-    ">= 0");
+// Validators whose messages say what is wanted (CLI11's ranges print the type's whole range). Every
+// number must be finite: "nan" and "inf" parse as doubles, and NaN passes any comparison-free check.
+inline CLI::Validator number_check(const char* description, bool (*accept)(double), const char* wanted) {
+  return CLI::Validator(
+      [accept, wanted](std::string& value) {
+        double number = 0;
+        try {
+          std::size_t used = 0;
+          number = std::stod(value, &used);
+          if (used != value.size()) throw std::invalid_argument(value);
+        } catch (const std::exception&) {
+          return std::string("must be a number, got ") + value;
+        }
+        if (!std::isfinite(number) || !accept(number)) return std::string(wanted) + ", got " + value;
+        return std::string();
+      },
+      description);
+}
+inline const CLI::Validator positive = number_check(
+    "> 0", [](double x) { return x > 0; }, "must be positive");
+inline const CLI::Validator non_negative = number_check(
+    ">= 0", [](double x) { return x >= 0; }, "must not be negative");
+inline const CLI::Validator below_one = number_check(
+    "in [0, 1)", [](double x) { return x >= 0 && x < 1; }, "must be in [0, 1)");
 
 inline void add_flags(CLI::App& app, Flags& flags) {
   app.add_option("--epochs", flags.epochs, "Passes over the training set")->check(positive)->capture_default_str();
@@ -147,7 +154,7 @@ inline void add_flags(CLI::App& app, Flags& flags) {
   app.add_option("--batch", flags.batch, "Samples per optimiser step")->check(positive)->capture_default_str();
   app.add_option("--lr", flags.learning_rate, "Learning rate")->check(positive)->capture_default_str();
   app.add_option("--momentum", flags.momentum, "Momentum (sgd, nesterov, lars)")
-      ->check(CLI::Range(0.0, 0.999999))
+      ->check(below_one)
       ->capture_default_str();
   app.add_option("--weight-decay", flags.weight_decay, "Weight decay")->check(non_negative)->capture_default_str();
   app.add_option("--optimizer", flags.optimizer, "sgd, nesterov, adam or lars")
@@ -161,6 +168,7 @@ inline void add_flags(CLI::App& app, Flags& flags) {
       ->check(positive)
       ->capture_default_str();
   app.add_option("--seed", flags.seed, "Seed of every random choice (initialisation, shuffling, dropout)")
+      ->check(non_negative)  // CLI11 would wrap "-1" around to 2^64 - 1
       ->capture_default_str();
   app.add_option(
       "--data", flags.data,
