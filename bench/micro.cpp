@@ -16,7 +16,7 @@
 // Run: build-bench/bench/micro [--benchmark_filter=REGEX] [--benchmark_repetitions=5]
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
+#include <pnn/cpu/simd.hpp>  // Eigen, under the warning fix that must precede it
 #include <cstdlib>
 #include <string>
 #include <vector>

@@ -5,7 +5,7 @@
 //
 //   step_time MODEL STRATEGY WORKERS STEPS     e.g. step_time cnn data_parallel 2 100
 // prints one line: the median milliseconds per step over STEPS timed steps (after 10 untimed ones).
-#include <Eigen/Core>
+#include <pnn/cpu/simd.hpp>  // Eigen, under the warning fix that must precede it
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -6,7 +6,7 @@
 // strategies_balanced.cpp) so the build compiles them in parallel.
 #pragma once
 
-#include <Eigen/Core>
+#include <pnn/cpu/simd.hpp>  // Eigen, under the warning fix that must precede it
 #include <cstdint>
 #include <iomanip>
 #include <sstream>

@@ -13,7 +13,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-#include <Eigen/Core>
+#include <pnn/cpu/simd.hpp>  // Eigen, under the warning fix that must precede it
 #include <cmath>
 #include <cstdlib>
 #include <iostream>

@@ -6,7 +6,7 @@
 // with its SIMD packet code (vectorised exp, tanh, logistic included).
 #pragma once
 
-#include <Eigen/Core>
+#include "pnn/cpu/simd.hpp"
 #include <algorithm>
 #include <limits>
 

@@ -31,14 +31,12 @@
 #include <cstring>
 #include <exception>
 
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
 #include "pnn/core/config.hpp"
+#include "pnn/cpu/simd.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/cpu/device.hpp"
 

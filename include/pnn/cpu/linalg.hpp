@@ -5,7 +5,7 @@
 // Eigen's blocked GEMM runs directly on pnn's storage. Both use Eigen::nbThreads() OpenMP threads.
 #pragma once
 
-#include <Eigen/Core>
+#include "pnn/cpu/simd.hpp"
 #include <algorithm>
 #include <vector>
 
