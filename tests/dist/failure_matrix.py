@@ -146,6 +146,12 @@ for pattern in expected:
         reporter, operation, _, first, second, waiting_in = match.groups()
         if sorted([reporter, first, second]) != ["0", "1", "3"] or waiting_in != operation:
             failures.append(f"the report names the wrong ranks or operation: {match.group(0)}")
+if case in ("stop", "sleep"):
+    # Every rank that reports (several may: each until mpirun ends it) names rank 2: silent, or, when
+    # mpirun's SIGCONT let the stopped rank answer late, paused in its wait.
+    for line in output.splitlines():
+        if line.startswith("pnn: ") and not re.search(r"rank 2 (did not answer|was waiting in .*, paused there)", line):
+            failures.append(f"a report does not name rank 2: {line}")
 if "MPI_ERR" in output:
     failures.append("MPI reported an error of its own (MPI_ERR...): pnn misused it")
 if failures:

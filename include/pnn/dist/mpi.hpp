@@ -130,23 +130,40 @@ class StatusService {
 
   std::uint64_t next_communicator() { return communicators_++; }
 
-  // While one lives, this process answers queries with `activity`.
+  // While one lives, this process answers queries with `activity`. It also keeps the longest time between
+  // two polls of the wait: a process stopped by a signal (or not scheduled) while waiting learns so when it
+  // runs again, and says it, since mpirun's SIGCONT before ending the job lets a stopped rank answer late.
   class Waiting {
    public:
-    Waiting(StatusService& service, const Activity& activity) : service_(service), outer_(service.current_) {
-      service_.current_ = &activity;
+    Waiting(StatusService& service, const Activity& activity)
+        : service_(service), outer_(service.current_), activity_(activity) {
+      service_.current_ = this;
     }
     Waiting(const Waiting&) = delete;
     Waiting& operator=(const Waiting&) = delete;
     ~Waiting() { service_.current_ = outer_; }
+    std::chrono::milliseconds longest_pause() const { return longest_pause_; }
 
    private:
+    friend class StatusService;
+    void polled() {
+      const auto now = std::chrono::steady_clock::now();
+      longest_pause_ =
+          std::max(longest_pause_, std::chrono::duration_cast<std::chrono::milliseconds>(now - last_poll_));
+      last_poll_ = now;
+    }
+
     StatusService& service_;
-    const Activity* outer_;
+    Waiting* outer_;
+    const Activity& activity_;
+    std::chrono::steady_clock::time_point last_poll_ = std::chrono::steady_clock::now();
+    std::chrono::milliseconds longest_pause_{0};
   };
 
-  // Answers every query that has arrived, and forgets the answers MPI has delivered.
+  // Called at every poll of a wait: answers every query that has arrived, and forgets the answers MPI
+  // has delivered.
   void answer() {
+    if (current_ != nullptr) current_->polled();
     for (;;) {
       int found = 0;
       MPI_Message handle;
@@ -158,10 +175,12 @@ class StatusService {
       Message& reply = post();
       reply.query = query.query;
       if (current_ != nullptr) {
+        const Activity& activity = current_->activity_;
         reply.waiting = 1;
-        reply.communicator = current_->communicator;
-        reply.collective = current_->collective;
-        std::strncpy(reply.description, current_->description.c_str(), sizeof(reply.description) - 1);
+        reply.paused_ms = current_->longest_pause_.count();
+        reply.communicator = activity.communicator;
+        reply.collective = activity.collective;
+        std::strncpy(reply.description, activity.description.c_str(), sizeof(reply.description) - 1);
       }
       send(reply, status.MPI_SOURCE, answer_tag);
     }
@@ -210,7 +229,7 @@ class StatusService {
       if (rank == rank_) continue;
       const auto& reply = answers[static_cast<std::size_t>(rank)];
       if (!reply) silent.push_back(rank);
-      else doing[describe(*reply, mine)].push_back(rank);
+      else doing[describe(*reply, mine, grace)].push_back(rank);
     }
     std::string text;
     if (!silent.empty())
@@ -227,6 +246,7 @@ class StatusService {
   struct Message {
     std::int32_t query = 0;
     std::int32_t waiting = 0;
+    std::int64_t paused_ms = 0;  // the longest time between two polls of its wait
     std::uint64_t communicator = 0;
     std::int64_t collective = -1;
     char description[200] = {};
@@ -251,15 +271,26 @@ class StatusService {
     MPI_Isend(&message, sizeof(Message), MPI_BYTE, destination, tag, communicator_, &outgoing.request);
   }
 
-  static std::string describe(const Message& reply, const Activity& mine) {
+  static std::string describe(const Message& reply, const Activity& mine, std::chrono::milliseconds grace) {
     if (!reply.waiting) return "outside any wait";
     const char* end = std::find(std::begin(reply.description), std::end(reply.description), '\0');
     std::string text = detail::concat("waiting in ", std::string(reply.description, end));
     if (reply.collective >= 0) text += detail::concat(" #", reply.collective);
+    if (reply.paused_ms >= grace.count()) text += paused(std::chrono::milliseconds(reply.paused_ms));
     if (reply.communicator != mine.communicator)
       text += detail::concat(" of another communicator (", reply.communicator, ")");
     return text;
   }
+
+ public:
+  // ", paused there for 13.1 s (stopped, or not scheduled)"
+  static std::string paused(std::chrono::milliseconds pause) {
+    char seconds[32];
+    std::snprintf(seconds, sizeof(seconds), "%.1f", static_cast<double>(pause.count()) / 1000);
+    return detail::concat(", paused there for ", seconds, " s (stopped, or not scheduled)");
+  }
+
+ private:
   static std::string ranks(const std::vector<int>& list) {
     std::string text = list.size() == 1 ? "rank " : "ranks ";
     for (std::size_t i = 0; i < list.size(); ++i) text += detail::concat(i ? ", " : "", list[i]);
@@ -268,7 +299,7 @@ class StatusService {
 
   MPI_Comm communicator_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  const Activity* current_ = nullptr;
+  Waiting* current_ = nullptr;
   std::int32_t queries_ = 0;
   std::uint64_t communicators_ = 0;
   std::list<Outgoing> outgoing_;
@@ -287,8 +318,8 @@ void wait_until(Done&& done, const Activity& activity, int rank, std::chrono::mi
     service.answer();
     if (std::chrono::steady_clock::now() > deadline) {
       const auto grace = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), timeout / 4);
-      const std::string place =
-          activity.collective >= 0 ? detail::concat(" (collective #", activity.collective, ")") : "";
+      std::string place = activity.collective >= 0 ? detail::concat(" (collective #", activity.collective, ")") : "";
+      if (waiting.longest_pause() >= grace) place += StatusService::paused(waiting.longest_pause());
       throw CommunicationError(detail::concat("rank ", rank, ": ", activity.description, " did not complete within ",
                                               timeout.count(), " ms", place, service.survey(activity, grace)));
     }
@@ -667,6 +698,12 @@ class Mpi {
   [[noreturn]] void abort(const std::string& message) {
     std::fprintf(stderr, "pnn: %s\n", message.c_str());
     std::fflush(stderr);
+    // MPI_Abort asks mpirun to end the job and waits for it; where mpirun cannot be reached (a cut link,
+    // a stopped launcher) that wait has no end, so this process ends itself a little later.
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      std::_Exit(1);
+    }).detach();
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::abort();
   }
