@@ -97,6 +97,7 @@ reader = threading.Thread(target=read, args=(job.stdout,), daemon=True)
 reader.start()
 failures = []
 start = time.monotonic()
+fault = None
 found = wait_for(rf"^rank {FAULTY} pid (\d+)$", start + 60)
 if found is None:
     failures.append("rank 2 never printed its process id")
@@ -122,14 +123,18 @@ if job.poll() is None:
     job.wait()
 reader.join(timeout=5)
 output = "\n".join(line for _, line in lines)
-# The job's processes are mpirun's children: mpirun reaps them as it ends, or init does just after.
-deadline = time.monotonic() + 3
+# Every process of the job must be gone within the limit too (zombies count as gone: mpirun or init reaps
+# them).
+deadline = max(time.monotonic(), fault + limit) if fault is not None else time.monotonic() + 3
 while survivors() and time.monotonic() < deadline:
     time.sleep(0.1)
 left = survivors()
 for survivor in left:
-    os.kill(survivor, signal.SIGCONT)
-    os.kill(survivor, signal.SIGKILL)
+    try:
+        os.kill(survivor, signal.SIGCONT)
+        os.kill(survivor, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 print("\n".join(line for line in output.splitlines() if not line.startswith("step ")))
 if left:
