@@ -13,8 +13,9 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-#include <pnn/cpu/simd.hpp>  // Eigen, under the warning fix that must precede it
+#include <chrono>
 #include <cmath>
+#include <pnn/cpu/simd.hpp>  // Eigen, under the warning fix that must precede it
 #include <cstdlib>
 #include <iostream>
 #include <pnn/dist.hpp>
@@ -118,6 +119,7 @@ struct Flags {
   std::string checkpoint{};
   pnn::index checkpoint_every = 0;
   std::string resume{};
+  double timeout = std::chrono::duration<double>(pnn::CommunicatorOptions{}.timeout).count();  // seconds
   bool quiet = false;
 };
 
@@ -145,6 +147,11 @@ inline const CLI::Validator non_negative = number_check(
     ">= 0", [](double x) { return x >= 0; }, "must not be negative");
 inline const CLI::Validator below_one = number_check(
     "in [0, 1)", [](double x) { return x >= 0 && x < 1; }, "must be in [0, 1)");
+
+// A communicator's timeout: at least a millisecond (its unit), finite, and small enough for the clock's
+// arithmetic (steady_clock counts nanoseconds in 64 bits).
+inline const CLI::Validator timeout_seconds = number_check(
+    "seconds", [](double x) { return x >= 0.001 && x <= 1e9; }, "must be between 0.001 and 1e9 seconds");
 
 inline void add_flags(CLI::App& app, Flags& flags) {
   app.add_option("--epochs", flags.epochs, "Passes over the training set")->check(positive)->capture_default_str();
@@ -186,6 +193,11 @@ inline void add_flags(CLI::App& app, Flags& flags) {
                  "Continue the run that wrote this checkpoint exactly (--steps and --epochs count its steps; "
                  "give the same --seed and --batch)")
       ->check(CLI::ExistingFile);
+  app.add_option("--timeout", flags.timeout,
+                 "Seconds a rank of a parallel strategy waits for the others at a collective or message before "
+                 "the run ends with an error naming the ranks that did not arrive")
+      ->check(timeout_seconds)
+      ->capture_default_str();
   app.add_flag("--quiet", flags.quiet, "Print only the final result");
 }
 
@@ -244,8 +256,13 @@ int run_training_program(int argc, char** argv, const std::string& description, 
               no_device);
 #endif
     auto model = [&] {
-      if constexpr (is_distributed<Model>) return Model(flags.seed, {.ranks = flags.workers});
-      else return Model(flags.seed);
+      if constexpr (is_distributed<Model>) {
+        const auto timeout =
+            std::chrono::round<std::chrono::milliseconds>(std::chrono::duration<double>(flags.timeout));
+        return Model(flags.seed, {.ranks = flags.workers, .communicator = {.timeout = timeout}});
+      } else {
+        return Model(flags.seed);
+      }
     }();
     bool primary = true;
     std::string strategy = "serial";

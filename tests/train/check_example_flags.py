@@ -39,6 +39,11 @@ cases = [
     (["--checkpoint-every", "0", "--checkpoint", "unused.safetensors"], "--checkpoint-every"),
     (["--checkpoint-every", "5"], "--checkpoint"),
     (["--resume", "no-such-checkpoint.safetensors"], "--resume"),
+    (["--timeout", "0"], "--timeout"),
+    (["--timeout", "-1"], "--timeout"),
+    (["--timeout", "nan"], "--timeout"),
+    (["--timeout", "inf"], "--timeout"),
+    (["--timeout", "1e10"], "--timeout"),
     (["--no-such-flag"], "--no-such-flag"),
 ]
 
