@@ -188,7 +188,7 @@ TEST_CASE("idx.bad_headers") {
   const auto lying_raw = directory / "lying.idx";
   write_raw(lying_raw, idx_file({1 << 16, 1 << 19}, Bytes(88, 1)));
   CHECK_IO_ERROR(read_idx(lying_raw), lying_raw,
-                 "announces 34359738368 bytes of values after its 12 header bytes, found 88 in the file");
+                 "announces 34359738368 bytes of values after its 12 header bytes, but the file holds only 88 more");
 }
 
 TEST_CASE("idx.sizes_that_disagree_with_the_header") {
@@ -197,7 +197,7 @@ TEST_CASE("idx.sizes_that_disagree_with_the_header") {
   write_raw(truncated, idx_file({2, 3, 4}, counting_values(20)));
   CHECK_IO_ERROR(read_idx(truncated), truncated,
                  "truncated: the header (dimensions 2 x 3 x 4) announces 24 bytes of values after its 16 header "
-                 "bytes, found 20 in the file");
+                 "bytes, but the file holds only 20 more");
   const auto truncated_gzip = directory / "truncated.gz";
   write_gzip(truncated_gzip, idx_file({2, 3, 4}, counting_values(20)));
   CHECK_IO_ERROR(read_idx(truncated_gzip), truncated_gzip, "found 20 after decompression");

@@ -267,9 +267,9 @@ TEST_CASE("train.labels_outside_the_models_classes_are_refused_before_training")
   CHECK(std::ranges::equal(std::span(model.parameter_values().data(), model.parameter_values().size()),
                            std::span(untouched.parameter_values().data(), untouched.parameter_values().size())));
   // The test set is checked too, and data made in memory is named as such.
-  Dataset test = small_dataset();
   Dataset train = small_dataset();
   for (pnn::index i = 0; i < train.labels.size(); ++i) train.labels[i] %= 2;
+  Dataset test = train;
   test.labels[4] = -1;
   CHECK_THROWS_WITH_AS(fit(model, adam, train, &test, options),
                        doctest::Contains("the test data: label -1 of sample 4 is outside the model's 2 classes"),

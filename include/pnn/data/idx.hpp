@@ -227,13 +227,13 @@ IdxArray parse_idx(Source& source, const std::filesystem::path& path) {
   }
 
   const auto wanted = static_cast<std::size_t>(expected);
-  const auto truncated = [&](std::uint64_t found) {
+  const auto truncated = [&](auto... found) {
     idx_error(path, "truncated: the header (dimensions ", format_idx_dims(result.dims), ") announces ", wanted,
-              " bytes of values after its ", 4 + header_rest, " header bytes, found ", found, " ", Source::where);
+              " bytes of values after its ", 4 + header_rest, " header bytes, ", found...);
   };
   if constexpr (requires { source.remaining(); }) {
     const std::optional<std::uint64_t> remaining = source.remaining();
-    if (remaining && *remaining < wanted) truncated(*remaining);
+    if (remaining && *remaining < wanted) truncated("but the file holds only ", *remaining, " more");
   }
   // Grow with what arrives rather than allocating what the header claims.
   std::size_t filled = 0;
@@ -245,7 +245,7 @@ IdxArray parse_idx(Source& source, const std::filesystem::path& path) {
     filled += arrived;
     if (arrived < asked) break;
   }
-  if (filled < wanted) truncated(filled);
+  if (filled < wanted) truncated("found ", filled, " ", Source::where);
   std::uint8_t extra = 0;
   if (source.read(&extra, 1) != 0)
     idx_error(path, "trailing data: the header (dimensions ", format_idx_dims(result.dims), ") announces ", wanted,
