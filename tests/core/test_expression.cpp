@@ -70,20 +70,24 @@ TEST_CASE("expression.assignment_checks_shape") {
 }
 
 TEST_CASE("expression.fused_evaluate_is_sequential_assignment") {
-  // A momentum update: v = mu * v + g; w = w - lr * v, fused into one pass.
+  // A momentum update: v = mu * v + g; w = w - lr * v, fused into one pass. The second assignment must
+  // see the first one's result, in every fused chunk. Every value is a dyadic fraction of a few bits and mu
+  // and lr are powers of two, so each product and sum is exact: the comparison holds whether or not the
+  // compiler fuses a multiply and an add into one rounding (GCC contracts across statements by default,
+  // -ffp-contract=fast), while w computed from the old v differs by lr * (v_new - v_old).
   const pnn::index n = 5000;  // spans several fused chunks
   Tensor<float, 1> w(n), v(n), g(n);
   for (pnn::index i = 0; i < n; ++i) {
-    w[i] = std::sin(0.01f * i);
-    v[i] = std::cos(0.02f * i);
-    g[i] = 0.001f * i;
+    w[i] = static_cast<float>(i % 13 - 6) / 16;
+    v[i] = static_cast<float>(i % 17 - 8) / 8;
+    g[i] = static_cast<float>(i % 11 - 5) / 32;
   }
   Tensor<float, 1> w_ref = w, v_ref = v;
   for (pnn::index i = 0; i < n; ++i) {
-    v_ref[i] = 0.9f * v_ref[i] + g[i];
-    w_ref[i] = w_ref[i] - 0.1f * v_ref[i];
+    v_ref[i] = 0.5f * v_ref[i] + g[i];
+    w_ref[i] = w_ref[i] - 0.25f * v_ref[i];
   }
-  pnn::evaluate(pnn::into(v, 0.9f * v + g), pnn::into(w, w - 0.1f * v));
+  pnn::evaluate(pnn::into(v, 0.5f * v + g), pnn::into(w, w - 0.25f * v));
   for (pnn::index i = 0; i < n; ++i) {
     REQUIRE(v[i] == v_ref[i]);
     REQUIRE(w[i] == w_ref[i]);

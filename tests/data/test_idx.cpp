@@ -184,6 +184,11 @@ TEST_CASE("idx.bad_headers") {
   const auto lying = directory / "lying.idx.gz";
   write_gzip(lying, idx_file({1 << 16, 1 << 19}, {1, 2, 3}));
   CHECK_IO_ERROR(read_idx(lying), lying, "announces 34359738368 bytes of values after its 12 header bytes, found 3");
+  // The same in a raw file of 100 bytes: its size says at once that it cannot hold them.
+  const auto lying_raw = directory / "lying.idx";
+  write_raw(lying_raw, idx_file({1 << 16, 1 << 19}, Bytes(88, 1)));
+  CHECK_IO_ERROR(read_idx(lying_raw), lying_raw,
+                 "announces 34359738368 bytes of values after its 12 header bytes, but the file holds only 88 more");
 }
 
 TEST_CASE("idx.sizes_that_disagree_with_the_header") {
@@ -192,7 +197,7 @@ TEST_CASE("idx.sizes_that_disagree_with_the_header") {
   write_raw(truncated, idx_file({2, 3, 4}, counting_values(20)));
   CHECK_IO_ERROR(read_idx(truncated), truncated,
                  "truncated: the header (dimensions 2 x 3 x 4) announces 24 bytes of values after its 16 header "
-                 "bytes, found 20 in the file");
+                 "bytes, but the file holds only 20 more");
   const auto truncated_gzip = directory / "truncated.gz";
   write_gzip(truncated_gzip, idx_file({2, 3, 4}, counting_values(20)));
   CHECK_IO_ERROR(read_idx(truncated_gzip), truncated_gzip, "found 20 after decompression");
@@ -281,6 +286,7 @@ TEST_CASE("dataset.load_idx_dataset") {
   CHECK(data.sample_shape == std::array<pnn::index, 3>{1, 2, 3});
   CHECK(data.classes == 10);
   CHECK(data.labels[2] == 9);
+  CHECK(data.labels_file == labels);  // so that fit() can name it for a label outside the model's classes
   CHECK(data.images(1, 0) == counting_values(24)[6]);
   CHECK(data.images(3, 5) == counting_values(24)[23]);
 

@@ -238,6 +238,31 @@ TEST_CASE("checkpoint.refusals_name_the_file_and_change_nothing") {
     refused(damaged, "the header is not a JSON object");
   }
   SUBCASE("no file") { refused(scratch("absent.safetensors"), "No such file"); }
+  // Metadata the format allows but a run cannot continue from (found by tests/fuzz/fuzz_checkpoint.cpp:
+  // a negative step was accepted and handed to fit()).
+  auto with_metadata = [&](const std::string& key, const std::string& value) {
+    SafetensorsFile file = read_safetensors(path);
+    file.metadata[key] = value;
+    const auto changed = scratch("metadata.safetensors");
+    write_safetensors(changed, file.tensors, file.metadata);
+    return changed;
+  };
+  SUBCASE("a negative step") {
+    refused(with_metadata("training.step", "-3"), "metadata \"training.step\" is -3, a count cannot be negative");
+  }
+  SUBCASE("a negative optimiser step count") {
+    refused(with_metadata("optimizer.steps", "-1"), "metadata \"optimizer.steps\" is -1, a count cannot be negative");
+  }
+  SUBCASE("a batch size that is not a number") {
+    refused(with_metadata("training.batch_size", "8 "),
+            "metadata \"training.batch_size\" is \"8 \", which is not a number");
+  }
+  SUBCASE("a loss sum that is not finite") {
+    refused(with_metadata("training.epoch_loss_sum", "nan"), "\"training.epoch_loss_sum\" is nan, not a finite number");
+  }
+  SUBCASE("shuffle neither 0 nor 1") {
+    refused(with_metadata("training.shuffle", "2"), "metadata \"training.shuffle\" is 2, not 0 or 1");
+  }
 }
 
 TEST_CASE("checkpoint.a_write_killed_midway_leaves_the_previous_checkpoint") {

@@ -247,3 +247,31 @@ TEST_CASE("train.fit_resumed_from_a_checkpoint_equals_uninterrupted_fit") {
   CHECK_THROWS_WITH_AS(fit(model, adam, data, nullptr, other), doctest::Contains("needs a checkpoint_path"),
                        ArgumentError);
 }
+
+TEST_CASE("train.labels_outside_the_models_classes_are_refused_before_training") {
+  // Labels in [0, 3), from a file as load_idx_dataset records it, and a model with 2 outputs: the first
+  // label of 2 stops fit() before any step, naming the file, the sample and the label.
+  Dataset data = small_dataset();
+  data.labels_file = "/data/labels-idx1-ubyte";
+  pnn::index first = 0;
+  while (data.labels[first] != 2) ++first;
+  using TwoClasses = Sequential<Input<16>, Dense<12>, ReLU, Dense<2>>;
+  TwoClasses model(3);
+  const TwoClasses untouched(3);
+  Optimizer<Adam> adam({.learning_rate = 0.01});
+  const FitOptions options{.epochs = 1, .batch_size = 8, .progress = nullptr};
+  const std::string expected = "the training data (labels file /data/labels-idx1-ubyte): label 2 of sample " +
+                               std::to_string(first) + " is outside the model's 2 classes [0, 2)";
+  CHECK_THROWS_WITH_AS(fit(model, adam, data, nullptr, options), doctest::Contains(expected.c_str()), ArgumentError);
+  CHECK(adam.steps() == 0);
+  CHECK(std::ranges::equal(std::span(model.parameter_values().data(), model.parameter_values().size()),
+                           std::span(untouched.parameter_values().data(), untouched.parameter_values().size())));
+  // The test set is checked too, and data made in memory is named as such.
+  Dataset train = small_dataset();
+  for (pnn::index i = 0; i < train.labels.size(); ++i) train.labels[i] %= 2;
+  Dataset test = train;
+  test.labels[4] = -1;
+  CHECK_THROWS_WITH_AS(fit(model, adam, train, &test, options),
+                       doctest::Contains("the test data: label -1 of sample 4 is outside the model's 2 classes"),
+                       ArgumentError);
+}

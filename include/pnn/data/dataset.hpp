@@ -25,6 +25,7 @@ struct Dataset {
   Tensor<std::int32_t, 1> labels;       // (samples,), each in [0, classes)
   std::array<index, 3> sample_shape{};  // (channels, height, width): (1, 28, 28) for MNIST
   index classes = 0;
+  std::filesystem::path labels_file;  // where the labels were read from; empty for data made in memory
 
   index size() const { return images.dim(0); }
   index features() const { return images.dim(1); }
@@ -60,6 +61,7 @@ inline Dataset load_idx_dataset(const std::filesystem::path& images_path, const 
 
   Dataset data;
   data.classes = classes;
+  data.labels_file = labels_path;
   data.sample_shape = {image_rank == 4 ? images.dims[3] : 1, images.dims[1], images.dims[2]};
   const index features = data.sample_shape[0] * data.sample_shape[1] * data.sample_shape[2];
   PNN_CHECK(features > 0, IoError, "images file ", images_path.string(), " has empty images (dimensions ",
@@ -77,6 +79,20 @@ inline Dataset load_idx_dataset(const std::filesystem::path& images_path, const 
     data.labels[i] = label;
   }
   return data;
+}
+
+// Checks that every label of `data` is a class of a model with `classes` outputs, before training starts:
+// a label the file format allows (any byte) but the model cannot score would otherwise stop training
+// midway. Throws ArgumentError naming the labels file (when the data came from one), the sample and the
+// label; `role` says which data it is ("training", "test").
+inline void check_labels(const Dataset& data, index classes, const char* role) {
+  for (index i = 0; i < data.labels.size(); ++i) {
+    const std::int32_t label = data.labels[i];
+    PNN_CHECK(label >= 0 && label < classes, ArgumentError, "the ", role, " data",
+              data.labels_file.empty() ? std::string() : " (labels file " + data.labels_file.string() + ")", ": label ",
+              label, " of sample ", i, " is outside the model's ", classes, " classes [0, ", classes,
+              "): the model has one output per class");
+  }
 }
 
 struct TrainTestData {

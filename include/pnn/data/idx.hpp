@@ -6,9 +6,10 @@
 // type (0x08), which is what MNIST, Fashion-MNIST, KMNIST and EMNIST use.
 //
 // A file is untrusted input: the header is read first, the size of the values it announces is computed
-// with overflow checks, exactly that many bytes are read, and then the file must end. Memory grows with
-// the bytes actually read, never with what the header claims, and at most one byte more than the header
-// announces is ever decompressed, so neither a lying header nor a gzip bomb can exhaust memory.
+// with overflow checks, exactly that many bytes are read, and then the file must end. A raw file whose
+// header claims more values than the file holds is refused before anything is allocated for them; memory
+// grows with the bytes actually read, never with what the header claims, and at most one byte more than
+// the header announces is ever decompressed, so neither a lying header nor a gzip bomb can exhaust memory.
 #pragma once
 
 #include <algorithm>
@@ -19,9 +20,11 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "pnn/core/config.hpp"
@@ -82,6 +85,16 @@ class RawByteSource {
   static constexpr const char* where = "in the file";
 
   RawByteSource(std::FILE* file, const std::filesystem::path& path) : file_(file), path_(path) {}
+
+  // The bytes left after what was read, for a regular file (a pipe has no size): a raw file cannot hold
+  // more values than that, so a header that claims more is refused before anything is allocated for them.
+  std::optional<std::uint64_t> remaining() const {
+    struct stat status {};
+    const long position = std::ftell(file_);
+    if (::fstat(::fileno(file_), &status) != 0 || !S_ISREG(status.st_mode) || position < 0) return std::nullopt;
+    const auto size = static_cast<std::uint64_t>(status.st_size), done = static_cast<std::uint64_t>(position);
+    return size > done ? size - done : 0;
+  }
 
   std::size_t read(std::uint8_t* destination, std::size_t count) {
     const std::size_t got = std::fread(destination, 1, count, file_);
@@ -213,8 +226,16 @@ IdxArray parse_idx(Source& source, const std::filesystem::path& path) {
     }
   }
 
-  // Grow with what arrives rather than allocating what the header claims.
   const auto wanted = static_cast<std::size_t>(expected);
+  const auto truncated = [&](auto... found) {
+    idx_error(path, "truncated: the header (dimensions ", format_idx_dims(result.dims), ") announces ", wanted,
+              " bytes of values after its ", 4 + header_rest, " header bytes, ", found...);
+  };
+  if constexpr (requires { source.remaining(); }) {
+    const std::optional<std::uint64_t> remaining = source.remaining();
+    if (remaining && *remaining < wanted) truncated("but the file holds only ", *remaining, " more");
+  }
+  // Grow with what arrives rather than allocating what the header claims.
   std::size_t filled = 0;
   while (filled < wanted) {
     if (filled == result.values.size())
@@ -224,9 +245,7 @@ IdxArray parse_idx(Source& source, const std::filesystem::path& path) {
     filled += arrived;
     if (arrived < asked) break;
   }
-  if (filled < wanted)
-    idx_error(path, "truncated: the header (dimensions ", format_idx_dims(result.dims), ") announces ", wanted,
-              " bytes of values after its ", 4 + header_rest, " header bytes, found ", filled, " ", Source::where);
+  if (filled < wanted) truncated("found ", filled, " ", Source::where);
   std::uint8_t extra = 0;
   if (source.read(&extra, 1) != 0)
     idx_error(path, "trailing data: the header (dimensions ", format_idx_dims(result.dims), ") announces ", wanted,

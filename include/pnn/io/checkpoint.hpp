@@ -28,6 +28,7 @@
 #pragma once
 
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -105,6 +106,12 @@ class Metadata {
     const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), result);
     if (error != std::errc{} || end != value.data() + value.size())
       refuse("metadata \"", key, "\" is \"", value, "\", which is not a number");
+    return result;
+  }
+  // A count (steps, an epoch, a batch size): a number that must not be negative.
+  index count(const std::string& key) const {
+    const auto result = number<index>(key);
+    if (result < 0) refuse("metadata \"", key, "\" is ", result, ", a count cannot be negative");
     return result;
   }
 
@@ -238,7 +245,7 @@ TrainingPosition load_checkpoint(M& model, O& optimizer, const std::filesystem::
   // Everything is read into temporaries, and every tensor checked, before the model or optimiser changes.
   typename M::template on<cpu> weights(model.seed(), model.first_layer_index());
   auto state = optimizer.state(model.parameters());  // the state's names and sizes; its values are replaced
-  state.steps = metadata.number<index>("optimizer.steps");
+  state.steps = metadata.count("optimizer.steps");
   std::vector<std::string> names;
   const std::vector<std::string> fields = state_fields<O>();
   names.reserve(weights.parameters().size() * fields.size());
@@ -262,15 +269,19 @@ TrainingPosition load_checkpoint(M& model, O& optimizer, const std::filesystem::
   detail::safetensors::copy_into(path, file, views, destinations);
 
   TrainingPosition position;
-  position.step = metadata.number<index>("training.step");
-  position.epoch = metadata.number<index>("training.epoch");
-  position.batch = metadata.number<index>("training.batch_in_epoch");
+  position.step = metadata.count("training.step");
+  position.epoch = metadata.count("training.epoch");
+  position.batch = metadata.count("training.batch_in_epoch");
   position.seed = metadata.number<std::uint64_t>("training.seed");
-  position.shuffle = metadata.number<int>("training.shuffle") != 0;
-  position.batch_size = metadata.number<index>("training.batch_size");
-  position.samples_per_epoch = metadata.number<index>("training.samples_per_epoch");
+  const int shuffle = metadata.number<int>("training.shuffle");
+  if (shuffle != 0 && shuffle != 1) metadata.refuse("metadata \"training.shuffle\" is ", shuffle, ", not 0 or 1");
+  position.shuffle = shuffle == 1;
+  position.batch_size = metadata.count("training.batch_size");
+  position.samples_per_epoch = metadata.count("training.samples_per_epoch");
   position.epoch_loss_sum = metadata.number<double>("training.epoch_loss_sum");
-  position.epoch_samples = metadata.number<index>("training.epoch_samples");
+  if (!std::isfinite(position.epoch_loss_sum))
+    metadata.refuse("metadata \"training.epoch_loss_sum\" is ", position.epoch_loss_sum, ", not a finite number");
+  position.epoch_samples = metadata.count("training.epoch_samples");
 
   optimizer.set_state(model.parameters(), state);  // checks before it changes anything; then nothing can fail
   copy(std::as_const(weights).parameter_values(), model.parameter_values());

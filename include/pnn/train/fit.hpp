@@ -227,6 +227,10 @@ std::vector<EpochMetrics> fit(Model& model,
             options.checkpoint_every);
   PNN_CHECK(options.checkpoint_every == 0 || !options.checkpoint_path.empty(), ArgumentError,
             "fit: checkpoint_every = ", options.checkpoint_every, " needs a checkpoint_path to write to");
+  if constexpr (detail::holds_class_labels<Data> && requires { Model::output_shape::size; }) {
+    check_labels(train, Model::output_shape::size, "training");
+    if (test) check_labels(*test, Model::output_shape::size, "test");
+  }
   // Only one rank of a multi-process model prints and writes files.
   bool primary = true;
   if constexpr (requires { model.is_primary(); }) primary = model.is_primary();
