@@ -19,6 +19,7 @@
 #include <array>
 #include <deque>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <variant>
@@ -30,6 +31,7 @@
 #include "pnn/dist/strategy.hpp"
 #include "pnn/dist/strategy_rank.hpp"
 #include "pnn/model/sequential.hpp"
+#include "pnn/optim/gradient_clipping.hpp"
 #include "pnn/optim/optimizer.hpp"
 
 namespace pnn {
@@ -92,12 +94,13 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   StageRunner(Comm& comm, std::uint64_t seed, std::size_t first_layer)
       : comm_(comm), stage_(seed, first_layer), index_(comm.rank()), stages_(comm.size()) {}
 
-  // `inputs` (stage 0) and `targets` (the last stage) are all rows of the global batch of `batch` rows;
-  // other stages are handed empty views.
+  // `inputs` (stage 0) and `targets` (the last stage) are the rows `part` of the step's global batch (all
+  // of it, unless the step accumulates gradients over passes); other stages are handed empty views.
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets, index batch,
-               const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
-    this->begin_step(batch);
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               const BatchPart& part, const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
+    this->begin_step(part);
+    const index batch = part.count;  // the pass's rows, which its micro-batches divide
     const index m = Strategy::microbatches;
     stage_.zero_grad();
     loss_sums_.assign(static_cast<std::size_t>(m), 0.0);
@@ -117,13 +120,14 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
         }
         const auto compute_start = times_.mark();
         // The micro-batch's samples are rows [begin, begin + count) of the step's global batch.
-        const auto output =
-            stage_.forward(x, slot.trace, true, PassKey{static_cast<std::uint64_t>(caller.steps()), begin, batch});
+        const auto output = stage_.forward(
+            x, slot.trace, true, PassKey{static_cast<std::uint64_t>(caller.steps()), part.begin + begin, part.batch});
         if (last()) {
           slot.trace.output_gradient.resize(output.shape());
           if (count > 0)
-            loss_sums_[static_cast<std::size_t>(op.microbatch)] = loss.sum(
-                output, targets.rows(begin, count), slot.trace.output_gradient.view(), BatchPart{batch, begin, count});
+            loss_sums_[static_cast<std::size_t>(op.microbatch)] =
+                loss.sum(output, targets.rows(begin, count), slot.trace.output_gradient.view(),
+                         BatchPart{part.batch, part.begin + begin, count});
         }
         times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         if (!last()) send(output.flat(), index_ + 1, 2 * op.microbatch);
@@ -152,11 +156,11 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     ScalarTreeSum<double> loss_sum;
     for (const double sum : loss_sums_) loss_sum.push(sum);
     Tensor<double, 1> total(Extents<1>{1});
-    total[0] = loss_sum.total() / static_cast<double>(batch);
+    total[0] = loss_sum.total() / static_cast<double>(batch);  // the pass's mean loss
     comm_.broadcast(total.view(), stages_ - 1);
-    auto& update = this->optimizer(caller);
     const auto update_start = times_.mark();
-    update.step(stage_.parameters());
+    this->update(caller, part, stage_.parameters(), stage_.parameter_gradients(),
+                 [&](const std::vector<double>& squares) { return norm_over_stages(squares); });
     times_.add(&StrategyStatistics::compute_seconds, update_start, times_.mark());
 
     this->end_step(bytes_);
@@ -263,6 +267,28 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     stage_.parameter_gradients() += gradient_leaves_[root].view();
   }
 
+  // The whole model's gradient norm from this stage's parameters' sums of squares (collective): every
+  // stage puts its sums at its parameters' places in the model's list, the ranks add the lists (each place
+  // is non-zero on one stage only, so adding zeros leaves its bits), and the sums are added in the model's
+  // order, as a serial model adds them (optim/gradient_clipping.hpp).
+  double norm_over_stages(const std::vector<double>& squares) {
+    if (first_square_ < 0) {  // the stages' parameter counts, once
+      Tensor<double, 1> counts(Extents<1>{stages_});
+      counts[index_] = static_cast<double>(squares.size());
+      comm_.all_reduce(counts.view());
+      first_square_ = 0;
+      all_squares_ = 0;
+      for (int stage = 0; stage < stages_; ++stage) {
+        if (stage < index_) first_square_ += static_cast<index>(counts[stage]);
+        all_squares_ += static_cast<index>(counts[stage]);
+      }
+    }
+    Tensor<double, 1> all(Extents<1>{all_squares_});  // zeros
+    for (std::size_t i = 0; i < squares.size(); ++i) all[first_square_ + static_cast<index>(i)] = squares[i];
+    comm_.all_reduce(all.view());
+    return global_norm(std::span<const double>(all.data(), static_cast<std::size_t>(all.size())));
+  }
+
   static const Parameter<T, D>& find(const Whole& whole, const std::string& name) {
     for (const auto& p : whole.parameters())
       if (p.name() == name) return p;
@@ -278,6 +304,7 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   std::vector<double> loss_sums_;                 // per micro-batch, on the last stage
   using RankBookkeeping<T, D>::times_;
   index bytes_ = 0, max_live_ = 0;
+  index first_square_ = -1, all_squares_ = 0;  // where this stage's sums of squares lie in the model's list
 
  public:
   // The whole model's optimiser state for a checkpoint, from every stage's part (collective), and this
@@ -355,10 +382,9 @@ class PipelineRank {
   }
 
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets, index batch,
-               const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
-    return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, batch, optimizer, loss); },
-                      runner_);
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               const BatchPart& part, const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
+    return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, part, optimizer, loss); }, runner_);
   }
   TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
     return std::visit([&](auto& runner) { return runner.predict(inputs); }, runner_);
