@@ -84,17 +84,17 @@ TEST_CASE("clipping.a_tensor_norm_does_not_depend_on_where_it_lies") {
 }
 
 TEST_CASE("accumulation.passes_add_up_in_the_tree_and_must_come_in_order") {
-  // Three passes over rows [0, 2), [2, 3), [3, 6) of a batch of 6: ((g0 + g1) + g2).
+  // Four passes over rows [0, 2), [2, 3), [3, 6), [6, 8) of a batch of 8: (g0 + g1) + (g2 + g3).
   GradientAccumulator<double, cpu> accumulator;
   Tensor<double, 1> gradients(Extents<1>{2});
-  const double passes[3][2] = {{0.1, 1}, {0.2, 1e16}, {0.3, -1e16}};
-  const BatchPart parts[3] = {{6, 0, 2}, {6, 2, 1}, {6, 3, 3}};
-  for (int k = 0; k < 3; ++k) {
+  const double passes[4][2] = {{0.1, 1}, {0.2, 1e16}, {0.3, -1e16}, {0.4, 1}};
+  const BatchPart parts[4] = {{8, 0, 2}, {8, 2, 1}, {8, 3, 3}, {8, 6, 2}};
+  for (int k = 0; k < 4; ++k) {
     gradients[0] = passes[k][0], gradients[1] = passes[k][1];
-    CHECK(accumulator.add(parts[k], gradients.view()) == (k == 2));
+    CHECK(accumulator.add(parts[k], gradients.view()) == (k == 3));
   }
-  CHECK(gradients[0] == (0.1 + 0.2) + 0.3);
-  CHECK(gradients[1] == 0);  // (1 + 1e16) - 1e16 in the tree's order; 1 + (1e16 - 1e16) would be 1
+  CHECK(gradients[0] == (0.1 + 0.2) + (0.3 + 0.4));
+  CHECK(gradients[1] == 0);  // (1 + 1e16) + (-1e16 + 1) in the tree's order; added one by one it is 1
   // The whole batch in one pass: the gradients as they are.
   gradients[0] = 7;
   CHECK(accumulator.add(BatchPart::whole(4), gradients.view()));
