@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "dist/equivalence.hpp"
+#include "dist/local_ranks.hpp"
 #include "support/random_dataset.hpp"
 
 using namespace pnn;
@@ -126,6 +127,37 @@ TEST_CASE("clipping.by_global_norm_is_bit_for_bit_the_same_under_every_strategy"
   check(ModelParallel<Split<1, 2, 3, 5>>{}, 5);
   check(Pipeline<Split<3>, Microbatches<4>, OneFOneB>{}, 2);
   check(Pipeline<Split<2, 4>, Microbatches<2>, GPipe>{}, 3, Adam{.learning_rate = 0.01});
+}
+
+TEST_CASE("clipping.stages_add_every_tensors_sum_in_the_models_order") {
+  // Sums of squares of 11 tensors over magnitudes 2^-20 to 2^20, held by 3 ranks as [0, 2), [2, 7), [7, 11),
+  // drawn until adding each rank's subtotal gives other bits than the model's order (about one draw in
+  // five does): every rank must get the model's order.
+  const std::size_t ends[] = {2, 7, 11};
+  auto by_subtotals = [&](const std::vector<double>& squares) {
+    double total = 0;
+    for (std::size_t r = 0, begin = 0; r < 3; begin = ends[r++]) {
+      double subtotal = 0;
+      for (std::size_t i = begin; i < ends[r]; ++i) subtotal += squares[i];
+      total += subtotal;
+    }
+    return std::sqrt(total);
+  };
+  std::vector<double> squares;
+  Generator random(8);
+  for (int draw = 0; draw < 100 && (squares.empty() || by_subtotals(squares) == global_norm(squares)); ++draw) {
+    squares.clear();
+    for (int i = 0; i < 11; ++i) squares.push_back(std::exp2(random.uniform<double>(-20, 20)));
+  }
+  const double serial = global_norm(squares);
+  REQUIRE(by_subtotals(squares) != serial);
+  std::vector<double> norms(3);
+  const auto errors = testing::run_ranks(3, [&](Local& comm) {
+    const std::size_t r = static_cast<std::size_t>(comm.rank()), begin = r == 0 ? 0 : ends[r - 1];
+    norms[r] = global_norm_over_ranks(comm, std::span<const double>(squares.data() + begin, ends[r] - begin));
+  });
+  CHECK(errors == std::vector<std::string>(3));
+  CHECK(norms == std::vector<double>(3, serial));
 }
 
 namespace {

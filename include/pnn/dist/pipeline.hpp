@@ -19,7 +19,6 @@
 #include <array>
 #include <deque>
 #include <optional>
-#include <span>
 #include <string>
 #include <tuple>
 #include <variant>
@@ -159,8 +158,9 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     total[0] = loss_sum.total() / static_cast<double>(batch);  // the pass's mean loss
     comm_.broadcast(total.view(), stages_ - 1);
     const auto update_start = times_.mark();
+    // Clipping needs the whole model's norm: every stage's sums, added in the model's order.
     this->update(caller, part, stage_.parameters(), stage_.parameter_gradients(),
-                 [&](const std::vector<double>& squares) { return norm_over_stages(squares); });
+                 [&](const std::vector<double>& squares) { return global_norm_over_ranks(comm_, squares); });
     times_.add(&StrategyStatistics::compute_seconds, update_start, times_.mark());
 
     this->end_step(bytes_);
@@ -267,28 +267,6 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     stage_.parameter_gradients() += gradient_leaves_[root].view();
   }
 
-  // The whole model's gradient norm from this stage's parameters' sums of squares (collective): every
-  // stage puts its sums at its parameters' places in the model's list, the ranks add the lists (each place
-  // is non-zero on one stage only, so adding zeros leaves its bits), and the sums are added in the model's
-  // order, as a serial model adds them (optim/gradient_clipping.hpp).
-  double norm_over_stages(const std::vector<double>& squares) {
-    if (first_square_ < 0) {  // the stages' parameter counts, once
-      Tensor<double, 1> counts(Extents<1>{stages_});
-      counts[index_] = static_cast<double>(squares.size());
-      comm_.all_reduce(counts.view());
-      first_square_ = 0;
-      all_squares_ = 0;
-      for (int stage = 0; stage < stages_; ++stage) {
-        if (stage < index_) first_square_ += static_cast<index>(counts[stage]);
-        all_squares_ += static_cast<index>(counts[stage]);
-      }
-    }
-    Tensor<double, 1> all(Extents<1>{all_squares_});  // zeros
-    for (std::size_t i = 0; i < squares.size(); ++i) all[first_square_ + static_cast<index>(i)] = squares[i];
-    comm_.all_reduce(all.view());
-    return global_norm(std::span<const double>(all.data(), static_cast<std::size_t>(all.size())));
-  }
-
   static const Parameter<T, D>& find(const Whole& whole, const std::string& name) {
     for (const auto& p : whole.parameters())
       if (p.name() == name) return p;
@@ -304,7 +282,6 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   std::vector<double> loss_sums_;                 // per micro-batch, on the last stage
   using RankBookkeeping<T, D>::times_;
   index bytes_ = 0, max_live_ = 0;
-  index first_square_ = -1, all_squares_ = 0;  // where this stage's sums of squares lie in the model's list
 
  public:
   // The whole model's optimiser state for a checkpoint, from every stage's part (collective), and this

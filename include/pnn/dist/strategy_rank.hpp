@@ -188,6 +188,27 @@ OptimizerState<T> gather_optimizer_state(Comm& comm, const OptimizerState<T>& mi
   return whole;
 }
 
+// The gradient norm of a whole model from ranks that each hold a run of its parameters, in rank order (a
+// pipeline's stages), given each rank's sums of squares of its parameters' gradients (collective). The
+// ranks place their sums at their parameters' positions in the model's list, all-reduce the list (each
+// position is non-zero on one rank only, so the sum adds zeros and keeps its bits), and add it in the
+// model's order: the bits of global_norm over the whole model, which adding per-rank subtotals would not give.
+template <class Comm>
+double global_norm_over_ranks(Comm& comm, std::span<const double> squares) {
+  Tensor<double, 1> counts(Extents<1>{comm.size()});  // zeros
+  counts[comm.rank()] = static_cast<double>(squares.size());
+  comm.all_reduce(counts.view());
+  index first = 0, total = 0;
+  for (int r = 0; r < comm.size(); ++r) {
+    if (r < comm.rank()) first += static_cast<index>(counts[r]);
+    total += static_cast<index>(counts[r]);
+  }
+  Tensor<double, 1> all(Extents<1>{total});  // zeros
+  for (std::size_t i = 0; i < squares.size(); ++i) all[first + static_cast<index>(i)] = squares[i];
+  comm.all_reduce(all.view());
+  return global_norm(std::span<const double>(all.data(), static_cast<std::size_t>(all.size())));
+}
+
 namespace strategy_detail {
 // Stand-ins for any update rule and loss in the concept below (declared only: never called).
 struct AnyRule {
