@@ -13,6 +13,8 @@
 // over the ranks by all_reduce_canonical, the tree's upper levels. With p dividing batch_chunks (1, 2, 4
 // or 8 ranks) the result is serial training's, bit for bit, for any batch size; with other p a rank's
 // share cuts chunks, and the sums keep one fixed order of their own (equal to serial up to rounding).
+// Gradient accumulation (a step's batch in k passes) reduces each pass, a subtree when k p divides
+// batch_chunks, and adds the passes in the tree's upper levels (optim/gradient_accumulation.hpp).
 //
 // Overlap: gradients are reduced in buckets of contiguous layers (DistributedOptions::bucket_bytes).
 // Backward runs from the last layer to the first; as soon as the lowest layer of a bucket has its
