@@ -10,9 +10,13 @@
 // batch to the model's device, reports the test accuracy, and optionally saves the weights and metrics.
 // --checkpoint FILE writes a checkpoint when training ends (and with --checkpoint-every N every N steps);
 // --resume FILE continues the run that wrote one exactly, under any strategy (io/checkpoint.hpp).
+// --lr-schedule (with --lr-step, --lr-gamma, --lr-floor), --warmup-steps, --clip-norm, --accumulate and
+// --eval-every set fit()'s learning-rate schedule, the optimiser's clipping, gradient accumulation and
+// periodic evaluation (train/fit.hpp).
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <pnn/cpu/simd.hpp>  // Eigen, under the warning fix that must precede it
@@ -121,6 +125,14 @@ struct Flags {
   std::string resume{};
   double timeout = std::chrono::duration<double>(pnn::CommunicatorOptions{}.timeout).count();  // seconds
   bool quiet = false;
+  std::string lr_schedule = "constant";
+  pnn::index lr_step = 0;  // step schedule: steps between decays (0: not given)
+  double lr_gamma = 0.1;
+  double lr_floor = 0;
+  pnn::index warmup_steps = 0;
+  double clip_norm = 0;
+  pnn::index accumulate = 1;
+  pnn::index eval_every = 0;
 };
 
 // Validators whose messages say what is wanted (CLI11's ranges print the type's whole range). Every
@@ -199,6 +211,55 @@ inline void add_flags(CLI::App& app, Flags& flags) {
       ->check(timeout_seconds)
       ->capture_default_str();
   app.add_flag("--quiet", flags.quiet, "Print only the final result");
+  app.add_option("--lr-schedule", flags.lr_schedule,
+                 "Learning rate over the steps: constant, step (x --lr-gamma every --lr-step steps) or cosine "
+                 "(to --lr-floor at the run's last step)")
+      ->check(CLI::IsMember({"constant", "step", "cosine"}))
+      ->capture_default_str();
+  app.add_option("--lr-step", flags.lr_step, "Steps between two decays of --lr-schedule step")->check(positive);
+  app.add_option("--lr-gamma", flags.lr_gamma, "Factor of each decay of --lr-schedule step")
+      ->check(number_check(
+          "in (0, 1]", [](double x) { return x > 0 && x <= 1; }, "must be in (0, 1]"))
+      ->capture_default_str();
+  app.add_option("--lr-floor", flags.lr_floor, "Final learning rate of --lr-schedule cosine (at most --lr)")
+      ->check(non_negative)
+      ->capture_default_str();
+  app.add_option("--warmup-steps", flags.warmup_steps,
+                 "Raise the learning rate linearly over this many steps first, then follow --lr-schedule")
+      ->check(non_negative)
+      ->capture_default_str();
+  app.add_option("--clip-norm", flags.clip_norm, "Clip the gradient to this global L2 norm (0: no clipping)")
+      ->check(non_negative)
+      ->capture_default_str();
+  app.add_option("--accumulate", flags.accumulate,
+                 "Batches per optimiser step: their gradients add up as one batch of --accumulate x --batch "
+                 "samples would")
+      ->check(positive)
+      ->capture_default_str();
+  app.add_option("--eval-every", flags.eval_every,
+                 "Also evaluate on the test set every N optimiser steps (0: per epoch)")
+      ->check(non_negative)
+      ->capture_default_str();
+}
+
+// The checks between flags that CLI11 cannot express; the message names the flag, as a parse error does.
+inline std::string schedule_flags_error(const CLI::App& app, const Flags& flags) {
+  if (flags.lr_schedule != "step" && (app.count("--lr-step") > 0 || app.count("--lr-gamma") > 0))
+    return "--lr-step and --lr-gamma need --lr-schedule step";
+  if (flags.lr_schedule == "step" && flags.lr_step == 0) return "--lr-schedule step needs --lr-step N";
+  if (flags.lr_schedule != "cosine" && app.count("--lr-floor") > 0) return "--lr-floor needs --lr-schedule cosine";
+  if (flags.lr_floor > flags.learning_rate) return "--lr-floor: must not be above --lr";
+  return "";
+}
+
+// The schedule the flags ask for; a cosine ends at the run's last step (`total_steps`).
+inline pnn::LearningRateSchedule schedule_from_flags(const Flags& flags, pnn::index total_steps) {
+  pnn::LearningRateSchedule schedule{.warmup_steps = flags.warmup_steps};
+  if (flags.lr_schedule == "step") schedule.decay = pnn::StepDecay{.every = flags.lr_step, .gamma = flags.lr_gamma};
+  if (flags.lr_schedule == "cosine")
+    schedule.decay =
+        pnn::CosineDecay{.steps = std::max<pnn::index>(1, total_steps - flags.warmup_steps), .floor = flags.lr_floor};
+  return schedule;
 }
 
 inline void use_threads(int threads) {
@@ -243,6 +304,10 @@ int run_training_program(int argc, char** argv, const std::string& description, 
   } catch (const CLI::ParseError& error) {
     if (error.get_exit_code() == 0) return app.exit(error);  // --help
     std::cerr << "error: " << error.what() << "\n";          // one line, and the usual usage-error code
+    return 2;
+  }
+  if (const std::string error = schedule_flags_error(app, flags); !error.empty()) {
+    std::cerr << "error: " << error << "\n";
     return 2;
   }
 
@@ -292,10 +357,21 @@ int run_training_program(int argc, char** argv, const std::string& description, 
                             .progress = flags.quiet ? nullptr : &std::cout,
                             .checkpoint_path = flags.checkpoint,
                             .checkpoint_every = flags.checkpoint_every,
-                            .resume_from = flags.resume};
+                            .resume_from = flags.resume,
+                            .accumulate = flags.accumulate,
+                            .eval_every = flags.eval_every};
+    const pnn::index batches = (data.train.size() + flags.batch - 1) / flags.batch;
+    const pnn::index total_steps =
+        flags.steps > 0 ? flags.steps : flags.epochs * ((batches + flags.accumulate - 1) / flags.accumulate);
+    options.schedule = schedule_from_flags(flags, total_steps);
+    if (verbose && (!options.schedule.constant() || flags.clip_norm > 0 || flags.accumulate > 1))
+      std::cout << "learning rate: " << options.schedule.describe() << "; clip norm " << flags.clip_norm << "; "
+                << flags.accumulate << " batch(es) per step\n";
     std::vector<pnn::EpochMetrics> history;
-    with_optimizer<typename Network::value_type, Device>(
-        flags, [&](auto& optimizer) { history = pnn::fit(model, optimizer, data.train, &data.test, options); });
+    with_optimizer<typename Network::value_type, Device>(flags, [&](auto& optimizer) {
+      optimizer.clip_norm = flags.clip_norm;
+      history = pnn::fit(model, optimizer, data.train, &data.test, options);
+    });
     if (primary && !history.empty())
       std::cout << "test accuracy " << 100 * history.back().test_accuracy << "% after " << history.back().steps
                 << " steps\n";

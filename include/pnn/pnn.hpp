@@ -6,7 +6,7 @@
 //   layers/  one header per layer, the Layer concept (layers/layer.hpp), and LayerStack
 //   model/   Input<...> and Sequential<...>
 //   loss/    softmax cross-entropy, mean squared error
-//   optim/   Optimizer<Rule> with SGD, Adam, LARS
+//   optim/   Optimizer<Rule> with SGD, Adam, LARS; learning-rate schedules, clipping, gradient accumulation
 //   data/    IDX (MNIST-format) files, datasets, batching
 //   io/      safetensors, a model's weights saved and loaded (pnn::save, pnn::load)
 //   train/   one training step (pnn::train_step), the training loop (fit, evaluate) and its metrics
@@ -52,7 +52,9 @@
 #include "pnn/optim/adam.hpp"
 #include "pnn/optim/lars.hpp"
 #include "pnn/optim/optimizer.hpp"
+#include "pnn/optim/schedule.hpp"
 #include "pnn/optim/sgd.hpp"
+#include "pnn/train/early_stopping.hpp"
 #include "pnn/train/fit.hpp"
 #include "pnn/train/metrics.hpp"
 #include "pnn/train/train_step.hpp"

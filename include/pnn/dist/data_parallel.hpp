@@ -13,6 +13,8 @@
 // over the ranks by all_reduce_canonical, the tree's upper levels. With p dividing batch_chunks (1, 2, 4
 // or 8 ranks) the result is serial training's, bit for bit, for any batch size; with other p a rank's
 // share cuts chunks, and the sums keep one fixed order of their own (equal to serial up to rounding).
+// Gradient accumulation (a step's batch in k passes) reduces each pass, a subtree when k p divides
+// batch_chunks, and adds the passes in the tree's upper levels (optim/gradient_accumulation.hpp).
 //
 // Overlap: gradients are reduced in buckets of contiguous layers (DistributedOptions::bucket_bytes).
 // Backward runs from the last layer to the first; as soon as the lowest layer of a bucket has its
@@ -52,24 +54,26 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
     return {share, share};
   }
 
-  // One optimiser step; `x` and `y` are this rank's rows(batch, rank, ranks) of the global batch of
-  // `batch` rows. Returns the global mean loss.
+  // One pass over rows `part` of a step's global batch (the whole batch, unless the step accumulates
+  // gradients over passes); `x` and `y` are this rank's rows(part.count, rank, ranks) of the pass's rows.
+  // Returns the mean loss of the pass's rows; the pass that ends the batch updates the weights.
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> x, typename LossFunction::template target_type<T, D> y, index batch,
+  T train_step(TensorView<const T, 2, D> x, typename LossFunction::template target_type<T, D> y, const BatchPart& part,
                const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
-    const auto step_start = this->begin_step(batch);
+    const auto step_start = this->begin_step(part);
     const index count = x.dim(0);
-    // This rank's samples are rows [share.begin, share.begin + share.count) of the step's global batch.
-    const RowRange share = batch_share(batch, comm_.rank(), comm_.size());
+    // This rank's samples are rows [first, first + share.count) of the step's global batch.
+    const RowRange share = batch_share(part.count, comm_.rank(), comm_.size());
+    const index first = part.begin + share.begin;
     PNN_CHECK(count == share.count, ArgumentError, "train_step: rank ", comm_.rank(), " was handed ", count,
-              " rows of a batch of ", batch, " instead of its share");
+              " rows of a batch of ", part.count, " instead of its share");
 
     model_.zero_grad();
     const auto output = model_.forward(
-        x, trace_, true, PassKey{static_cast<std::uint64_t>(caller.steps()), share.begin, batch, &across_});
+        x, trace_, true, PassKey{static_cast<std::uint64_t>(caller.steps()), first, part.batch, &across_});
     trace_.output_gradient.resize(output.shape());
     const double local_loss =
-        count > 0 ? loss.sum(output, y, trace_.output_gradient.view(), BatchPart{batch, share.begin, count}) : 0.0;
+        count > 0 ? loss.sum(output, y, trace_.output_gradient.view(), BatchPart{part.batch, first, count}) : 0.0;
 
     requests_.clear();
     std::size_t next_bucket = 0;
@@ -97,7 +101,9 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
     Tensor<double, 1> total_loss(Extents<1>{1});
     total_loss[0] = local_loss;
     comm_.all_reduce_canonical(total_loss.view());
-    this->optimizer(caller).step(model_.parameters());
+    // Every replica holds the whole reduced gradient: its own norm is the model's.
+    this->update(caller, part, model_.parameters(), model_.parameter_gradients(),
+                 [](const std::vector<double>& squares) { return global_norm(squares); });
 
     // Statistics: reductions were in flight from the first bucket's start until `reduced`; the part
     // after backward ended was exposed, the rest hidden behind backward.
@@ -105,7 +111,7 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
     this->times_.add(&StrategyStatistics::exposed_seconds, backward_end, reduced);
     if (!buckets_.empty()) this->times_.add(&StrategyStatistics::communication_seconds, first_reduction, reduced);
     this->end_step(bytes_);
-    return static_cast<T>(total_loss[0] / static_cast<double>(batch));
+    return static_cast<T>(total_loss[0] / static_cast<double>(part.count));
   }
 
   // Every replica is the whole model: predictions need no communication.

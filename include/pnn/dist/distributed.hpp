@@ -46,7 +46,8 @@ template <class Model, class Strategy, class LossFunction, class Rule>
 typename Model::value_type train_step(
     Distributed<Model, Strategy>& model, TensorView<const typename Model::value_type, 2, typename Model::device> inputs,
     typename LossFunction::template target_type<typename Model::value_type, typename Model::device> targets,
-    Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer, const LossFunction& loss = {});
+    Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer, const LossFunction& loss = {},
+    BatchPart part = {});
 
 template <class Model, class Strategy>
 class Distributed {
@@ -153,23 +154,28 @@ class Distributed {
   friend typename M::value_type train_step(Distributed<M, S>&,
                                            TensorView<const typename M::value_type, 2, typename M::device>,
                                            typename L::template target_type<typename M::value_type, typename M::device>,
-                                           Optimizer<R, typename M::value_type, typename M::device>&, const L&);
+                                           Optimizer<R, typename M::value_type, typename M::device>&, const L&,
+                                           BatchPart);
 
-  // One optimiser step on the global batch (every MPI rank passes the same batch): pnn::train_step's.
+  // One pass over rows `part` of a step's global batch (every MPI rank passes the same rows), updating
+  // when it ends the batch: pnn::train_step's.
   template <class LossFunction, class Rule>
   T step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
-         Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
+         Optimizer<Rule, T, D>& optimizer, const LossFunction& loss, BatchPart part) {
     const index batch = inputs.dim(0);
+    if (part.batch == 0) part = BatchPart::whole(batch);
+    PNN_CHECK(part.count == batch, ArgumentError, "train_step: the pass is over ", part.count,
+              " rows of the batch but ", batch, " rows of inputs were given");
     const auto local_inputs = for_each_rank(inputs, [&](int rank) { return Rank::rows(batch, rank, ranks()).inputs; });
     const auto local_targets =
         for_each_rank(targets, [&](int rank) { return Rank::rows(batch, rank, ranks()).targets; });
     T result{};
     runner_.run("train_step", [&](Rank& rank, int local) {
       const auto i = static_cast<std::size_t>(local);
-      const T value = rank.train_step(local_inputs[i]->view(), local_targets[i]->view(), batch, optimizer, loss);
+      const T value = rank.train_step(local_inputs[i]->view(), local_targets[i]->view(), part, optimizer, loss);
       if (local == 0) result = value;
     });
-    optimizer.count_step();
+    if (part.begin + part.count == part.batch) optimizer.count_step();  // the ranks updated
     return result;
   }
 
@@ -232,8 +238,9 @@ template <class Model, class Strategy, class LossFunction, class Rule>
 typename Model::value_type train_step(
     Distributed<Model, Strategy>& model, TensorView<const typename Model::value_type, 2, typename Model::device> inputs,
     typename LossFunction::template target_type<typename Model::value_type, typename Model::device> targets,
-    Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer, const LossFunction& loss) {
-  return model.step(inputs, targets, optimizer, loss);
+    Optimizer<Rule, typename Model::value_type, typename Model::device>& optimizer, const LossFunction& loss,
+    BatchPart part) {
+  return model.step(inputs, targets, optimizer, loss, part);
 }
 
 // Writes the weights in the serial model's format; only rank 0 writes (collective: every MPI rank calls it).

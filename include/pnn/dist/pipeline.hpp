@@ -30,6 +30,7 @@
 #include "pnn/dist/strategy.hpp"
 #include "pnn/dist/strategy_rank.hpp"
 #include "pnn/model/sequential.hpp"
+#include "pnn/optim/gradient_clipping.hpp"
 #include "pnn/optim/optimizer.hpp"
 
 namespace pnn {
@@ -92,12 +93,13 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
   StageRunner(Comm& comm, std::uint64_t seed, std::size_t first_layer)
       : comm_(comm), stage_(seed, first_layer), index_(comm.rank()), stages_(comm.size()) {}
 
-  // `inputs` (stage 0) and `targets` (the last stage) are all rows of the global batch of `batch` rows;
-  // other stages are handed empty views.
+  // `inputs` (stage 0) and `targets` (the last stage) are the rows `part` of the step's global batch (all
+  // of it, unless the step accumulates gradients over passes); other stages are handed empty views.
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets, index batch,
-               const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
-    this->begin_step(batch);
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               const BatchPart& part, const Optimizer<Rule, T, D>& caller, const LossFunction& loss) {
+    this->begin_step(part);
+    const index batch = part.count;  // the pass's rows, which its micro-batches divide
     const index m = Strategy::microbatches;
     stage_.zero_grad();
     loss_sums_.assign(static_cast<std::size_t>(m), 0.0);
@@ -117,13 +119,14 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
         }
         const auto compute_start = times_.mark();
         // The micro-batch's samples are rows [begin, begin + count) of the step's global batch.
-        const auto output =
-            stage_.forward(x, slot.trace, true, PassKey{static_cast<std::uint64_t>(caller.steps()), begin, batch});
+        const auto output = stage_.forward(
+            x, slot.trace, true, PassKey{static_cast<std::uint64_t>(caller.steps()), part.begin + begin, part.batch});
         if (last()) {
           slot.trace.output_gradient.resize(output.shape());
           if (count > 0)
-            loss_sums_[static_cast<std::size_t>(op.microbatch)] = loss.sum(
-                output, targets.rows(begin, count), slot.trace.output_gradient.view(), BatchPart{batch, begin, count});
+            loss_sums_[static_cast<std::size_t>(op.microbatch)] =
+                loss.sum(output, targets.rows(begin, count), slot.trace.output_gradient.view(),
+                         BatchPart{part.batch, part.begin + begin, count});
         }
         times_.add(&StrategyStatistics::compute_seconds, compute_start, times_.mark());
         if (!last()) send(output.flat(), index_ + 1, 2 * op.microbatch);
@@ -152,11 +155,12 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     ScalarTreeSum<double> loss_sum;
     for (const double sum : loss_sums_) loss_sum.push(sum);
     Tensor<double, 1> total(Extents<1>{1});
-    total[0] = loss_sum.total() / static_cast<double>(batch);
+    total[0] = loss_sum.total() / static_cast<double>(batch);  // the pass's mean loss
     comm_.broadcast(total.view(), stages_ - 1);
-    auto& update = this->optimizer(caller);
     const auto update_start = times_.mark();
-    update.step(stage_.parameters());
+    // Clipping needs the whole model's norm: every stage's sums, added in the model's order.
+    this->update(caller, part, stage_.parameters(), stage_.parameter_gradients(),
+                 [&](const std::vector<double>& squares) { return global_norm_over_ranks(comm_, squares); });
     times_.add(&StrategyStatistics::compute_seconds, update_start, times_.mark());
 
     this->end_step(bytes_);
@@ -355,10 +359,9 @@ class PipelineRank {
   }
 
   template <class Rule, class LossFunction>
-  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets, index batch,
-               const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
-    return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, batch, optimizer, loss); },
-                      runner_);
+  T train_step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
+               const BatchPart& part, const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
+    return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, part, optimizer, loss); }, runner_);
   }
   TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
     return std::visit([&](auto& runner) { return runner.predict(inputs); }, runner_);

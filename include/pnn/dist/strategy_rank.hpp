@@ -6,14 +6,16 @@
 //   R(comm, seed, options)                    built on its own thread (collectively with the others)
 //   R::rows(batch, rank, ranks)               which rows of a global batch of `batch` rows this rank
 //                                             needs: Distributed hands it exactly those (BatchRows)
-//   train_step(inputs, targets, batch, optimizer, loss)   one step on its rows of the global batch;
-//                                             returns the global mean loss
+//   train_step(inputs, targets, part, optimizer, loss)    one pass on its rows of rows `part` of the
+//                                             step's global batch (a BatchPart; the whole batch unless the
+//                                             step accumulates gradients over passes); returns the mean
+//                                             loss of the pass's rows. The pass that ends the batch updates.
 //   predict(inputs), gather(model), scatter(model), statistics()
 //   gather_optimizer_state(caller, layout), scatter_optimizer_state(caller, state)   the whole model's
 //                                             optimiser state, for checkpoints (gather_optimizer_state below)
 // The shared parts are written once here: batch_share (the row formula of data-parallel shares and
 // pipeline micro-batches), and RankBookkeeping (the rank's own optimiser following the caller's, the
-// step timing and the end-of-step statistics).
+// update after the reduction, the step timing and the end-of-step statistics).
 #pragma once
 
 #include <any>
@@ -25,9 +27,11 @@
 #include <utility>
 #include <vector>
 
+#include "pnn/core/batch_sum.hpp"
 #include "pnn/core/error.hpp"
 #include "pnn/core/tensor.hpp"
 #include "pnn/dist/strategy.hpp"
+#include "pnn/optim/gradient_clipping.hpp"
 #include "pnn/optim/optimizer.hpp"
 
 namespace pnn {
@@ -60,10 +64,12 @@ class RankBookkeeping {
   }
 
  protected:
-  // Starts a step on a global batch of `batch` rows: its first mark.
-  typename StepTimer<D>::Mark begin_step(index batch) {
+  // Starts a pass over rows `part` of a step's global batch: its first mark.
+  typename StepTimer<D>::Mark begin_step(const BatchPart& part) {
     const auto start = times_.begin();
-    PNN_CHECK(batch > 0, ArgumentError, "train_step: empty batch");
+    PNN_CHECK(part.count > 0, ArgumentError, "train_step: empty batch");
+    PNN_CHECK(part.begin >= 0 && part.begin + part.count <= part.batch, ArgumentError, "train_step: a pass over rows [",
+              part.begin, ", ", part.begin + part.count, ") of a batch of ", part.batch, " rows");
     return start;
   }
   // The rank's optimiser for the caller's: the same rule and hyper-parameters (they may change between
@@ -81,7 +87,22 @@ class RankBookkeeping {
       resets_seen_ = caller.resets();
     }
     own->rule = caller.rule;
+    own->clip_norm = caller.clip_norm;
     return *own;
+  }
+  // The hook between a pass's gradient reduction and the update, the same for every strategy: once the
+  // pass's `gradients` (the flat buffer of `parameters`) are complete over the ranks, adds them to the
+  // step's earlier passes (gradient accumulation), and after the pass that ends the batch clips them by
+  // the whole model's norm and updates. `norm(squares)` gives that norm from this rank's parameters'
+  // sums of squares (optim/gradient_clipping.hpp): their global_norm where a rank holds every parameter,
+  // a sum over the ranks' parts in the model's order where it holds some. Returns whether it updated.
+  template <class Rule, class Norm>
+  bool update(const Optimizer<Rule, T, D>& caller, const BatchPart& part, std::span<const Parameter<T, D>> parameters,
+              TensorView<T, 1, D> gradients, Norm&& norm) {
+    auto& own = optimizer(caller);
+    if (!own.accumulate(part, gradients)) return false;
+    own.step(parameters, own.clip_norm > 0 ? norm(gradient_squares(parameters)) : 0.0);
+    return true;
   }
   // Ends a step: its times, and the bytes this rank has moved so far.
   void end_step(index bytes_communicated) {
@@ -167,6 +188,27 @@ OptimizerState<T> gather_optimizer_state(Comm& comm, const OptimizerState<T>& mi
   return whole;
 }
 
+// The gradient norm of a whole model from ranks that each hold a run of its parameters, in rank order (a
+// pipeline's stages), given each rank's sums of squares of its parameters' gradients (collective). The
+// ranks place their sums at their parameters' positions in the model's list, all-reduce the list (each
+// position is non-zero on one rank only, so the sum adds zeros and keeps its bits), and add it in the
+// model's order: the bits of global_norm over the whole model, which adding per-rank subtotals would not give.
+template <class Comm>
+double global_norm_over_ranks(Comm& comm, std::span<const double> squares) {
+  Tensor<double, 1> counts(Extents<1>{comm.size()});  // zeros
+  counts[comm.rank()] = static_cast<double>(squares.size());
+  comm.all_reduce(counts.view());
+  index first = 0, total = 0;
+  for (int r = 0; r < comm.size(); ++r) {
+    if (r < comm.rank()) first += static_cast<index>(counts[r]);
+    total += static_cast<index>(counts[r]);
+  }
+  Tensor<double, 1> all(Extents<1>{total});  // zeros
+  for (std::size_t i = 0; i < squares.size(); ++i) all[first + static_cast<index>(i)] = squares[i];
+  comm.all_reduce(all.view());
+  return global_norm(std::span<const double>(all.data(), static_cast<std::size_t>(all.size())));
+}
+
 namespace strategy_detail {
 // Stand-ins for any update rule and loss in the concept below (declared only: never called).
 struct AnyRule {
@@ -193,12 +235,12 @@ concept StrategyRank =
     requires(R& rank, typename R::communicator& comm, std::uint64_t seed, const DistributedOptions& options,
              TensorView<const typename Model::value_type, 2, typename Model::device> inputs,
              const Optimizer<strategy_detail::AnyRule, typename Model::value_type, typename Model::device>& optimizer,
-             Model& whole, const Model& source, index batch, int r) {
+             Model& whole, const Model& source, index batch, const BatchPart& part, int r) {
       typename R::communicator;
       requires std::constructible_from<R, typename R::communicator&, std::uint64_t, const DistributedOptions&>;
       { R::rows(batch, r, r) } -> std::same_as<BatchRows>;
       {
-        rank.train_step(inputs, inputs, batch, optimizer, strategy_detail::AnyLoss{})
+        rank.train_step(inputs, inputs, part, optimizer, strategy_detail::AnyLoss{})
       } -> std::convertible_to<typename Model::value_type>;
       { rank.predict(inputs) } -> std::same_as<TensorView<const typename Model::value_type, 2, typename Model::device>>;
       rank.gather(whole);

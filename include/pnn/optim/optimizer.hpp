@@ -9,9 +9,16 @@
 //
 // A checkpoint (io/checkpoint.hpp) keeps what an optimiser carries between steps as OptimizerState: the
 // step count and each State's tensors, which the State names with fields(state, visit).
+//
+// Two things happen to the gradient before the rule sees it, here so that every strategy does them at the
+// same point (after its reduction over ranks) in the same way:
+//   optimizer.clip_norm = 1.0;              clipping by global norm (optim/gradient_clipping.hpp)
+//   optimizer.accumulate(part, gradients)   a step's batch in several passes (optim/gradient_accumulation.hpp)
+// A learning-rate schedule changes rule.learning_rate between steps (optim/schedule.hpp, FitOptions::schedule).
 #pragma once
 
 #include <charconv>
+#include <cmath>
 #include <concepts>
 #include <initializer_list>
 #include <map>
@@ -21,8 +28,11 @@
 #include <vector>
 
 #include "pnn/core/error.hpp"
+#include "pnn/core/batch_sum.hpp"
 #include "pnn/core/parameter.hpp"
 #include "pnn/cpu/cpu.hpp"  // optimisers update host tensors as well as device ones
+#include "pnn/optim/gradient_accumulation.hpp"
+#include "pnn/optim/gradient_clipping.hpp"
 
 namespace pnn {
 
@@ -68,9 +78,17 @@ class Optimizer {
   Optimizer() { rule.validate(); }
   explicit Optimizer(const Rule& hyper_parameters) : rule(hyper_parameters) { rule.validate(); }
 
-  // One update of every trainable parameter from its gradient.
+  // One update of every trainable parameter from its gradient (clipped first, with clip_norm > 0).
   void step(std::span<const Parameter<T, D>> parameters) {
+    step(parameters, clip_norm > 0 ? global_norm(gradient_squares(parameters)) : 0.0);
+  }
+  // The same for `parameters` that are part of a model (a pipeline stage's): `gradient_norm` is the whole
+  // model's gradient norm, which clipping uses (ignored with clip_norm = 0).
+  void step(std::span<const Parameter<T, D>> parameters, double gradient_norm) {
     rule.validate();  // the hyper-parameters may have been changed since the last step
+    PNN_CHECK(clip_norm >= 0 && std::isfinite(clip_norm), ArgumentError, "Optimizer: clip_norm = ", clip_norm,
+              " is invalid; it must be >= 0 (0: no clipping)");
+    if (clip_norm > 0) clip_gradients(parameters, gradient_norm, clip_norm);
     if (!started_) {
       for (const auto& p : parameters) states_.emplace_back(p.trainable() ? p.value.size() : 0);
       started_ = true;
@@ -87,6 +105,11 @@ class Optimizer {
     ++steps_;
   }
 
+  // Gradient accumulation: takes the gradients (a model's flat gradient buffer) of the pass over rows
+  // `part` of a step's batch; returns true when that pass ends the batch, `gradients` then holding the sum
+  // over the step's passes, ready for step(). A pass over the whole batch returns true at once.
+  bool accumulate(const BatchPart& part, TensorView<T, 1, D> gradients) { return accumulator_.add(part, gradients); }
+
   index steps() const { return steps_; }
   // Counts a step taken on this optimiser's behalf by copies of it that hold the state (a Distributed
   // model's ranks, dist/distributed.hpp), so that steps() reads as for a serial model.
@@ -96,6 +119,7 @@ class Optimizer {
   index resets() const { return resets_; }
   // Forgets momentum and moments, as if no step had been taken.
   void reset() {
+    accumulator_.clear();
     states_.clear();
     started_ = false;
     steps_ = 0;
@@ -167,6 +191,8 @@ class Optimizer {
   }
 
   Rule rule;  // hyper-parameters; may be changed between steps (a learning-rate schedule)
+  // > 0: each update first scales the gradients so that their global L2 norm is at most this.
+  double clip_norm = 0;
 
  private:
   using State = typename Rule::template State<T, D>;
@@ -177,6 +203,7 @@ class Optimizer {
     State state;
   };
   std::vector<Slot> states_;
+  GradientAccumulator<T, D> accumulator_;
   bool started_ = false;
   index steps_ = 0;
   index resets_ = 0;

@@ -12,6 +12,17 @@
 // it had not stopped: the same batches in the same order, the same optimiser state and step count, the
 // same dropout masks (max_steps and epochs count the steps and epochs before the checkpoint too).
 //
+// Around each optimiser step (docs/architecture.md, "Training features"):
+//   schedule     the learning rate of each step, a function of the optimiser's step count (optim/schedule.hpp),
+//                so a resumed run continues it and every strategy applies the same rate
+//   accumulate   k batches per optimiser step, their gradients added up as one batch of their rows would
+//                have them (bit for bit when k divides 8 and the batches are whole: optim/gradient_accumulation.hpp)
+//   eval_every   an evaluation on the test set every so many steps (besides the one after each epoch)
+//   on_step, on_epoch   callbacks after each step and epoch; returning false stops training, which is
+//                how EarlyStopping (train/early_stopping.hpp) is used
+// Clipping by global norm is the optimiser's (Optimizer::clip_norm). Under Mpi every process runs fit(),
+// callbacks included: a callback must decide the same on every process (one that looks at losses does).
+//
 // The loss decides what the data must hold (its target_type): a classifier trains with
 // SoftmaxCrossEntropy (the default) on a Dataset, whose targets are class labels, and is evaluated by its
 // loss and accuracy; a regression model trains with MeanSquaredError on a RegressionDataset, whose targets
@@ -23,6 +34,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <numeric>
@@ -41,10 +53,26 @@
 #include "pnn/loss/loss.hpp"
 #include "pnn/loss/softmax_cross_entropy.hpp"
 #include "pnn/optim/optimizer.hpp"
+#include "pnn/optim/schedule.hpp"
 #include "pnn/train/metrics.hpp"
 #include "pnn/train/train_step.hpp"
 
 namespace pnn {
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;  // classifiers only (0 for a regression model)
+  index samples = 0;
+};
+
+// What fit() tells FitOptions::on_step after each optimiser step.
+struct StepReport {
+  index step = 0;                        // optimiser steps taken so far, in all epochs, this one included
+  index epoch = 0;                       // the epoch the step belongs to, from 1
+  double train_loss = 0;                 // the mean loss of the step's batch (all its accumulated batches)
+  double learning_rate = 0;              // the rate the step was taken with (0 for a rule without one)
+  std::optional<Evaluation> evaluation;  // the test set's, on the steps FitOptions::eval_every picks
+};
 
 struct FitOptions {
   index epochs = 1;
@@ -58,6 +86,11 @@ struct FitOptions {
   std::filesystem::path checkpoint_path{};  // if set: a checkpoint when fit() ends, and every checkpoint_every steps
   index checkpoint_every = 0;               // optimiser steps between checkpoints (0: only when fit() ends)
   std::filesystem::path resume_from{};      // if set: continue the run that wrote this checkpoint
+  LearningRateSchedule schedule{};          // each step's rate from the rule's learning_rate (optim/schedule.hpp)
+  index accumulate = 1;                     // batches per optimiser step (gradient accumulation)
+  index eval_every = 0;                     // optimiser steps between evaluations on the test set (0: per epoch only)
+  std::function<bool(const StepReport&)> on_step{};     // after each optimiser step; false stops training
+  std::function<bool(const EpochMetrics&)> on_epoch{};  // after each epoch's metrics; false stops training
 };
 
 namespace detail {
@@ -110,12 +143,6 @@ TensorView<const T, 2, cpu> on_host(TensorView<const T, 2, D> output, Tensor<T, 
   }
 }
 }  // namespace detail
-
-struct Evaluation {
-  double loss = 0;
-  double accuracy = 0;  // classifiers only (0 for a regression model)
-  index samples = 0;
-};
 
 namespace detail {
 // Whether a loss takes the targets a dataset's batches hold: class labels (a Dataset) or target rows (a
@@ -196,6 +223,12 @@ class ProgressLine {
   void finish() {
     if (out_ && interactive_) *out_ << '\n';
   }
+  // A line of its own between updates (an evaluation's result); the next update draws below it.
+  void print(const std::string& line) {
+    if (!out_) return;
+    if (interactive_) *out_ << '\n';
+    *out_ << line << std::flush;
+  }
 
  private:
   static bool isatty_stdout() { return ::isatty(1) != 0; }
@@ -231,6 +264,28 @@ std::vector<EpochMetrics> fit(Model& model,
     check_labels(train, Model::output_shape::size, "training");
     if (test) check_labels(*test, Model::output_shape::size, "test");
   }
+  PNN_CHECK(options.accumulate > 0, ArgumentError,
+            "fit: accumulate must be positive (batches per optimiser step), got ", options.accumulate);
+  PNN_CHECK(options.eval_every >= 0, ArgumentError, "fit: eval_every must not be negative, got ", options.eval_every);
+  PNN_CHECK(options.eval_every == 0 || test, ArgumentError, "fit: eval_every = ", options.eval_every,
+            " needs a test set to evaluate on");
+  options.schedule.validate();
+  // The schedule sets the rule's rate for each step from the rate it has now, which it gets back at the end.
+  constexpr bool has_rate = requires { optimizer.rule.learning_rate = 1.0; };
+  if constexpr (!has_rate)
+    PNN_CHECK(options.schedule.constant(), ArgumentError, "fit: the update rule ", Rule::name(),
+              " has no learning_rate member for FitOptions::schedule to set");
+  struct RestoreRate {
+    Optimizer<Rule, T, typename Model::device>& optimizer;
+    double base;
+    ~RestoreRate() {
+      if constexpr (has_rate) optimizer.rule.learning_rate = base;
+    }
+  };
+  const RestoreRate restore_rate{optimizer, [&] {
+                                   if constexpr (has_rate) return static_cast<double>(optimizer.rule.learning_rate);
+                                   else return 0.0;
+                                 }()};
   // Only one rank of a multi-process model prints and writes files.
   bool primary = true;
   if constexpr (requires { model.is_primary(); }) primary = model.is_primary();
@@ -268,7 +323,8 @@ std::vector<EpochMetrics> fit(Model& model,
     last_checkpoint = position.step;
   };
   index steps = position.step;
-  for (index epoch = start_position.epoch + 1; epoch <= options.epochs; ++epoch) {
+  bool stop = false;  // a callback said so
+  for (index epoch = start_position.epoch + 1; epoch <= options.epochs && !stop; ++epoch) {
     if (options.max_steps > 0 && steps >= options.max_steps) break;
     batcher.start_epoch(epoch - 1);
     detail::ProgressLine progress(out, epoch, options.epochs, batcher.samples_per_epoch());
@@ -281,26 +337,64 @@ std::vector<EpochMetrics> fit(Model& model,
       loss_sum = start_position.epoch_loss_sum;
       samples = samples_before = start_position.epoch_samples;
     }
-    while (batcher.next(batch)) {
-      const auto [inputs, targets] = detail::on_model_device(std::as_const(batch), staged);
-      const T value = train_step(model, inputs, targets, optimizer, loss);
-      PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value, " at step ",
-                steps + 1, " of epoch ", epoch, "; lower the learning rate");
-      loss_sum += static_cast<double>(value) * static_cast<double>(batch.size());
-      samples += batch.size();
+    const index batches = batcher.batches_per_epoch();
+    auto rows_of_batch = [&](index b) {
+      return std::min(options.batch_size, batcher.samples_per_epoch() - b * options.batch_size);
+    };
+    while (batch_in_epoch < batches) {
+      // One optimiser step: the epoch's next `accumulate` batches (fewer at its end), passes over one batch.
+      const index group = std::min(options.accumulate, batches - batch_in_epoch);
+      index step_rows = 0;
+      for (index b = batch_in_epoch; b < batch_in_epoch + group; ++b) step_rows += rows_of_batch(b);
+      double rate = 0;
+      if constexpr (has_rate) {
+        rate = options.schedule.learning_rate(restore_rate.base, optimizer.steps());
+        optimizer.rule.learning_rate = rate;
+      }
+      double step_loss = 0;
+      index offset = 0;
+      for (index j = 0; j < group; ++j) {
+        PNN_CHECK(batcher.next(batch), Error, "fit: the batcher ran out of batches at batch ", batch_in_epoch, " of ",
+                  batches);
+        const auto [inputs, targets] = detail::on_model_device(std::as_const(batch), staged);
+        const T value = train_step(model, inputs, targets, optimizer, loss, BatchPart{step_rows, offset, batch.size()});
+        PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value,
+                  " at step ", steps + 1, " of epoch ", epoch, "; lower the learning rate");
+        const double batch_loss = static_cast<double>(value) * static_cast<double>(batch.size());
+        loss_sum += batch_loss;
+        step_loss += batch_loss;
+        samples += batch.size();
+        offset += batch.size();
+        ++batch_in_epoch;
+        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        progress.update(samples, loss_sum / static_cast<double>(samples),
+                        static_cast<double>(samples - samples_before) / std::max(seconds, 1e-9));
+      }
+      PNN_CHECK(offset == step_rows, Error, "fit: the step's batches hold ", offset, " rows, not the ", step_rows,
+                " expected");
       ++steps;
-      ++batch_in_epoch;
-      const bool epoch_done = batch_in_epoch == batcher.batches_per_epoch();
+      const bool epoch_done = batch_in_epoch == batches;
       position.step = steps;
       position.epoch = epoch_done ? epoch : epoch - 1;
       position.batch = epoch_done ? 0 : batch_in_epoch;
       position.epoch_loss_sum = epoch_done ? 0 : loss_sum;
       position.epoch_samples = epoch_done ? 0 : samples;
       if (options.checkpoint_every > 0 && steps % options.checkpoint_every == 0) checkpoint();
-      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      progress.update(samples, loss_sum / static_cast<double>(samples),
-                      static_cast<double>(samples - samples_before) / std::max(seconds, 1e-9));
-      if (options.max_steps > 0 && steps >= options.max_steps) break;
+      StepReport report{.step = steps,
+                        .epoch = epoch,
+                        .train_loss = step_loss / static_cast<double>(step_rows),
+                        .learning_rate = rate,
+                        .evaluation = std::nullopt};
+      if (options.eval_every > 0 && steps % options.eval_every == 0) {
+        report.evaluation = evaluate(model, *test, options.evaluation_batch, loss);
+        std::ostringstream line;
+        line << "step " << steps << ": test loss " << std::fixed << std::setprecision(4) << report.evaluation->loss;
+        if (detail::holds_class_labels<Data>)
+          line << ", test accuracy " << std::setprecision(2) << 100 * report.evaluation->accuracy << "%";
+        progress.print(line.str() + "\n");
+      }
+      if (options.on_step && !options.on_step(report)) stop = true;
+      if (stop || (options.max_steps > 0 && steps >= options.max_steps)) break;
     }
     progress.finish();
     EpochMetrics metrics;
@@ -327,6 +421,7 @@ std::vector<EpochMetrics> fit(Model& model,
       *out << line.str() << std::flush;
     }
     if (primary && !options.metrics_path.empty()) write_metrics(options.metrics_path, history);
+    if (options.on_epoch && !options.on_epoch(metrics)) stop = true;
   }
   if (!options.checkpoint_path.empty() && last_checkpoint != position.step) checkpoint();
   return history;
