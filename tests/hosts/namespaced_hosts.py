@@ -10,6 +10,10 @@ there, and namespaces of tests running in parallel are told apart by the PID in 
 mpirun runs inside host 0's namespace with a hostfile naming each host's address; it starts the other
 hosts' daemons (orted) through a launch agent written for the run, which gets "HOST COMMAND..." as an
 rsh would and runs the command (a shell command line) inside HOST's namespace with `ip netns exec`.
+Each host also gets its own hostname (its namespace's name, in a UTS namespace of its own): OpenMPI
+names its session directory in /tmp, which the hosts share, after the hostname, and daemons of one job
+on hosts with the same name collide there (orted fails with "mkdir ... File exists", and mpirun waits
+for it forever).
 
 Hosts is a context manager: leaving it, however (an exception, SIGTERM from meson's timeout), kills
 whatever still runs in the namespaces and deletes them; leftovers() reports such processes first.
@@ -23,6 +27,13 @@ import time
 
 SKIP = 77  # meson's exit code for a skipped test
 SUBNET = "10.213.7.0/24"
+# OpenMPI's runtime (mpirun and each host's orted) notices a silent peer through TCP keepalives on its
+# own connections, by default after 300 + 9 * 20 s; and once mpirun has sent a silent peer anything (the
+# order to end the job, say) keepalives stop and only TCP's retransmission limit (about 15 minutes) ends
+# the wait. So a job with a cut link ends promptly only if keepalives detect the cut before anything else
+# happens: here after 2 idle seconds, then 3 probes 1 s apart, under the communicator's timeout (10 s).
+KEEPALIVE = ["--mca", "oob_tcp_keepalive_time", "2", "--mca", "oob_tcp_keepalive_intvl", "1",
+             "--mca", "oob_tcp_keepalive_probes", "3"]
 
 
 def address(host):
@@ -100,7 +111,8 @@ class Hosts:
                     f'case "$host" in\n{cases}'
                     '  *) echo "enter-host: no namespaced host $host" >&2; exit 1 ;;\n'
                     "esac\n"
-                    'exec ip netns exec "$namespace" sh -c "$*"\n')
+                    'exec ip netns exec "$namespace" unshare --uts sh -c \'hostname "$0" && exec sh -c "$1"\' '
+                    '"$namespace" "$*"\n')
         os.chmod(self.agent, 0o755)
 
     def _add_namespace(self, name):
@@ -145,16 +157,18 @@ class Hosts:
 
     # --- running ---
 
-    def mpirun(self, ranks, program, slots=1):
-        """The command running `program` (a list) as `ranks` ranks, `slots` per host, from host 0."""
+    def mpirun(self, ranks, program, slots=1, keepalive=True):
+        """The command running `program` (a list) as `ranks` ranks, `slots` per host, from host 0 (with
+        OpenMPI's default keepalives if not `keepalive`)."""
         hostfile = os.path.join(self.directory, f"hostfile{slots}")
         with open(hostfile, "w") as f:
             f.writelines(f"{address(k)} slots={slots}\n" for k in range(self.count))
-        return ["ip", "netns", "exec", self.names[0], "mpirun", "--allow-run-as-root", "--hostfile", hostfile,
+        return ["ip", "netns", "exec", self.names[0], "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"',
+                self.names[0], "mpirun", "--allow-run-as-root", "--hostfile", hostfile,
                 "-np", str(ranks), "--map-by", "node", "--bind-to", "none",
                 "--mca", "plm_rsh_agent", self.agent, "--mca", "plm_rsh_no_tree_spawn", "1",
                 "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", SUBNET,
-                "--mca", "oob_tcp_if_include", SUBNET, *program]
+                "--mca", "oob_tcp_if_include", SUBNET, *(KEEPALIVE if keepalive else []), *program]
 
     def check_spread(self, ranks, slots=1):
         """Fails unless mpirun places `ranks` ranks in every host's namespace (so a run really crosses hosts)."""
