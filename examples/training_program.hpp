@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <pnn/dist.hpp>
@@ -116,6 +117,7 @@ struct Flags {
   std::string checkpoint{};
   pnn::index checkpoint_every = 0;
   std::string resume{};
+  double timeout = std::chrono::duration<double>(pnn::CommunicatorOptions{}.timeout).count();  // seconds
   bool quiet = false;
 };
 
@@ -138,6 +140,20 @@ inline const CLI::Validator non_negative(
       }
     },
     ">= 0");
+
+// A communicator's timeout: at least a millisecond (its unit), finite, and small enough for the clock's
+// arithmetic (steady_clock counts nanoseconds in 64 bits).
+inline const CLI::Validator timeout_seconds(
+    [](std::string& value) {
+      try {
+        const double seconds = std::stod(value);
+        return seconds >= 0.001 && seconds <= 1e9 ? std::string()
+                                                  : "must be between 0.001 and 1e9 seconds, got " + value;
+      } catch (const std::exception&) {
+        return "must be a number of seconds, got " + value;
+      }
+    },
+    "seconds");
 
 inline void add_flags(CLI::App& app, Flags& flags) {
   app.add_option("--epochs", flags.epochs, "Passes over the training set")->check(positive)->capture_default_str();
@@ -178,6 +194,11 @@ inline void add_flags(CLI::App& app, Flags& flags) {
                  "Continue the run that wrote this checkpoint exactly (--steps and --epochs count its steps; "
                  "give the same --seed and --batch)")
       ->check(CLI::ExistingFile);
+  app.add_option("--timeout", flags.timeout,
+                 "Seconds a rank of a parallel strategy waits for the others at a collective or message before "
+                 "the run ends with an error naming the ranks that did not arrive")
+      ->check(timeout_seconds)
+      ->capture_default_str();
   app.add_flag("--quiet", flags.quiet, "Print only the final result");
 }
 
@@ -236,8 +257,13 @@ int run_training_program(int argc, char** argv, const std::string& description, 
               no_device);
 #endif
     auto model = [&] {
-      if constexpr (is_distributed<Model>) return Model(flags.seed, {.ranks = flags.workers});
-      else return Model(flags.seed);
+      if constexpr (is_distributed<Model>) {
+        const auto timeout =
+            std::chrono::round<std::chrono::milliseconds>(std::chrono::duration<double>(flags.timeout));
+        return Model(flags.seed, {.ranks = flags.workers, .communicator = {.timeout = timeout}});
+      } else {
+        return Model(flags.seed);
+      }
     }();
     bool primary = true;
     std::string strategy = "serial";

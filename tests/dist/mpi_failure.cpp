@@ -1,13 +1,29 @@
-// A program whose rank 1 fails during training: run under mpirun by expect_failure.py, which checks that
-// every rank stops within bounded time with a message naming rank 1 and the operation.
-#include <cmath>
+// Data-parallel training over Mpi in which a rank fails, run under mpirun by the drivers in this folder:
+//
+//   mpi_failure label                first step: a label outside the classes on rank 1 (expect_failure.py, -np 2)
+//   mpi_failure MODE SECONDS         -np 4, the communicator's timeout SECONDS; many small steps of an MLP
+//                                    (failure_matrix.py), where MODE is
+//     train   no fault of its own: the driver kills or stops rank 2 (SIGKILL, SIGSTOP) from outside
+//     sleep   rank 2 sleeps for an hour before step 100 (stuck outside pnn)
+//     throw   at step 100 a label outside the classes lies in rank 2's rows: its loss throws
+//
+// Every rank prints "rank R pid P" first, and rank 0 "step S" before steps 100 and every 100 after,
+// so the driver knows whom to signal and when.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <pnn/dist.hpp>
 #include <pnn/dist/mpi.hpp>
 #include <pnn/pnn.hpp>
+#include <string>
+#include <thread>
+#include <unistd.h>
 
 using namespace pnn;
 
-int main() {
+namespace {
+
+int first_step_fails() {
   using Net = Sequential<Input<4>, Dense<3>>;
   Distributed<Net, DataParallel<Mpi>> model(1);
   Optimizer<SGD> optimizer;
@@ -17,4 +33,51 @@ int main() {
   train_step(model, TensorView<const float, 2>(inputs), TensorView<const std::int32_t, 1>(labels), optimizer,
              SoftmaxCrossEntropy{});
   return 0;
+}
+
+int train(const std::string& mode, double seconds) {
+  using Net = Sequential<Input<16>, Dense<32>, Tanh, Dense<4>>;
+  constexpr pnn::index batch = 32, classes = 4, fault_step = 100, steps = 1'000'000;  // ends by the fault, long before
+  constexpr int faulty_rank = 2;
+  const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+  Distributed<Net, DataParallel<Mpi>> model(1, {.communicator = {.timeout = timeout}});
+  const int rank = model.rank();
+  if (model.ranks() <= faulty_rank) {
+    std::fprintf(stderr, "mpi_failure: run it with more than %d ranks\n", faulty_rank);
+    return 2;
+  }
+  std::printf("rank %d pid %d\n", rank, static_cast<int>(getpid()));
+  std::fflush(stdout);
+  Optimizer<SGD> optimizer({.learning_rate = 0.01});
+  Tensor<float, 2> inputs(batch, 16);
+  Tensor<std::int32_t, 1> labels(Extents<1>{batch});
+  Generator random(7);
+  for (pnn::index step = 0; step < steps; ++step) {
+    if (rank == 0 && step >= fault_step && step % 100 == 0) {
+      std::printf("step %lld\n", static_cast<long long>(step));
+      std::fflush(stdout);
+    }
+    for (pnn::index i = 0; i < inputs.size(); ++i)
+      inputs.data()[i] = static_cast<float>(random.next() % 1000) / 500.0f - 1.0f;
+    for (pnn::index i = 0; i < batch; ++i) labels[i] = static_cast<std::int32_t>(random.next() % classes);
+    if (step == fault_step && mode == "throw") labels[batch_share(batch, faulty_rank, model.ranks()).begin] = 7;
+    if (step == fault_step && mode == "sleep" && rank == faulty_rank) {
+      std::printf("rank %d sleeps before step %lld\n", rank, static_cast<long long>(step));
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+    train_step(model, TensorView<const float, 2>(inputs), TensorView<const std::int32_t, 1>(labels), optimizer,
+               SoftmaxCrossEntropy{});
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "label" && argc == 2) return first_step_fails();
+  if ((mode == "train" || mode == "sleep" || mode == "throw") && argc == 3) return train(mode, std::atof(argv[2]));
+  std::fprintf(stderr, "usage: mpi_failure label | mpi_failure train|sleep|throw TIMEOUT_SECONDS\n");
+  return 2;
 }

@@ -4,9 +4,14 @@
 //                                                       cores: --oversubscribe)
 //
 // Only this header includes <mpi.h>; include it only where MPI was found (pnn's build defines
-// PNN_HAVE_MPI). Every operation is started non-blocking and then waited for with a deadline, so a rank
-// that never arrives ends the wait with an error naming the operation instead of a silent hang; a rank
-// that fails calls abort(), which prints its message and makes mpirun stop every rank.
+// PNN_HAVE_MPI). Every operation is started non-blocking and then polled against a deadline (the
+// options' timeout). MPI cannot cancel a collective, so a wait that passes its deadline does not try to:
+// it asks every other rank what it is doing (StatusService below: each rank answers while it waits in an
+// operation), then throws a CommunicationError naming the ranks that did not answer (stopped, stuck
+// outside pnn, or unreachable) and the others' operations, and the communicator refuses every later
+// operation. A rank that fails (any exception, that one included) calls abort(), which prints its message
+// and ends the job through MPI_Abort; Distributed does that for every failure of a rank
+// (dist/rank_threads.hpp). A killed process is OpenMPI's to report: mpirun names it and ends the job.
 //
 // all_reduce_canonical is point to point, on a communicator of its own with a tag per operation, so its
 // messages never meet a pipeline's. For 2^k ranks it is a recursive-halving reduce-scatter (partners
@@ -28,11 +33,16 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
+#include <cstdint>
 #include <deque>
 #include <exception>
+#include <list>
+#include <map>
 #include <memory>
-#include <string>
+#include <optional>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -85,6 +95,237 @@ class Environment {
   }
   bool initialised_here_ = false;
 };
+
+// What a rank is waiting in, as its answer to a status query describes it.
+struct Activity {
+  std::string description;         // the operation as errors name it: "all_reduce(1234 floats)"
+  std::uint64_t communicator = 0;  // which Mpi: every rank makes its communicators in the same order
+  std::int64_t collective = -1;    // its number among that communicator's collectives; -1: point to point
+};
+
+// Status queries between ranks: when a wait passes its deadline, survey() asks every other rank what it
+// is doing, so the error can name the ranks that did not arrive and say what the others were doing. A
+// rank answers while it waits in any operation of any Mpi (each poll calls answer()); one that does not
+// answer within the grace period is stopped, busy outside pnn's waits, or unreachable. One per process,
+// on a duplicate of MPI_COMM_WORLD of its own, so its messages never meet the operations'; its first use
+// (Mpi's constructor, a collective) duplicates the communicator on every rank at once. Answers carry the
+// query's number: a late answer to an earlier survey is recognised and dropped.
+class StatusService {
+ public:
+  static StatusService& instance() {
+    static StatusService service;
+    return service;
+  }
+  StatusService(const StatusService&) = delete;
+  StatusService& operator=(const StatusService&) = delete;
+  ~StatusService() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return;
+    // An answer to a rank that stopped reading can stay undelivered: MPI keeps sending it after the free.
+    for (Outgoing& message : outgoing_)
+      if (message.request != MPI_REQUEST_NULL) MPI_Request_free(&message.request);
+    MPI_Comm_free(&communicator_);
+  }
+
+  std::uint64_t next_communicator() { return communicators_++; }
+
+  // While one lives, this process answers queries with `activity`. It also keeps the longest time between
+  // two polls of the wait: a process stopped by a signal (or not scheduled) while waiting learns so when it
+  // runs again, and says it, since mpirun's SIGCONT before ending the job lets a stopped rank answer late.
+  class Waiting {
+   public:
+    Waiting(StatusService& service, const Activity& activity)
+        : service_(service), outer_(service.current_), activity_(activity) {
+      service_.current_ = this;
+    }
+    Waiting(const Waiting&) = delete;
+    Waiting& operator=(const Waiting&) = delete;
+    ~Waiting() { service_.current_ = outer_; }
+    std::chrono::milliseconds longest_pause() const { return longest_pause_; }
+
+   private:
+    friend class StatusService;
+    void polled() {
+      const auto now = std::chrono::steady_clock::now();
+      longest_pause_ =
+          std::max(longest_pause_, std::chrono::duration_cast<std::chrono::milliseconds>(now - last_poll_));
+      last_poll_ = now;
+    }
+
+    StatusService& service_;
+    Waiting* outer_;
+    const Activity& activity_;
+    std::chrono::steady_clock::time_point last_poll_ = std::chrono::steady_clock::now();
+    std::chrono::milliseconds longest_pause_{0};
+  };
+
+  // Called at every poll of a wait: answers every query that has arrived, and forgets the answers MPI
+  // has delivered.
+  void answer() {
+    if (current_ != nullptr) current_->polled();
+    for (;;) {
+      int found = 0;
+      MPI_Message handle;
+      MPI_Status status;
+      if (MPI_Improbe(MPI_ANY_SOURCE, query_tag, communicator_, &found, &handle, &status) != MPI_SUCCESS || !found)
+        break;
+      Message query{};
+      MPI_Mrecv(&query, sizeof(Message), MPI_BYTE, &handle, MPI_STATUS_IGNORE);
+      Message& reply = post();
+      reply.query = query.query;
+      if (current_ != nullptr) {
+        const Activity& activity = current_->activity_;
+        reply.waiting = 1;
+        reply.paused_ms = current_->longest_pause_.count();
+        reply.communicator = activity.communicator;
+        reply.collective = activity.collective;
+        std::strncpy(reply.description, activity.description.c_str(), sizeof(reply.description) - 1);
+      }
+      send(reply, status.MPI_SOURCE, answer_tag);
+    }
+    outgoing_.remove_if([](Outgoing& message) {
+      int done = 0;
+      MPI_Test(&message.request, &done, MPI_STATUS_IGNORE);
+      return done != 0;
+    });
+  }
+
+  // Asks every other rank what it is doing and waits up to `grace` for the answers (answering queries
+  // meanwhile). Returns "; rank 2 did not answer (...); ranks 1, 3 were waiting in all_reduce(...) #57",
+  // empty with one rank.
+  std::string survey(const Activity& mine, std::chrono::milliseconds grace) {
+    const std::int32_t query = ++queries_;
+    for (int rank = 0; rank < size_; ++rank) {
+      if (rank == rank_) continue;
+      Message& message = post();
+      message.query = query;
+      send(message, rank, query_tag);
+    }
+    std::vector<std::optional<Message>> answers(static_cast<std::size_t>(size_));
+    int missing = size_ - 1;
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    while (missing > 0 && std::chrono::steady_clock::now() < deadline) {
+      answer();
+      int found = 0;
+      MPI_Message handle;
+      MPI_Status status;
+      if (MPI_Improbe(MPI_ANY_SOURCE, answer_tag, communicator_, &found, &handle, &status) == MPI_SUCCESS && found) {
+        Message reply{};
+        MPI_Mrecv(&reply, sizeof(Message), MPI_BYTE, &handle, MPI_STATUS_IGNORE);
+        auto& slot = answers[static_cast<std::size_t>(status.MPI_SOURCE)];
+        if (reply.query == query && !slot) {
+          slot = reply;
+          --missing;
+        }
+        continue;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    // Ranks grouped by what they said, in rank order.
+    std::vector<int> silent;
+    std::map<std::string, std::vector<int>> doing;
+    for (int rank = 0; rank < size_; ++rank) {
+      if (rank == rank_) continue;
+      const auto& reply = answers[static_cast<std::size_t>(rank)];
+      if (!reply) silent.push_back(rank);
+      else doing[describe(*reply, mine, grace)].push_back(rank);
+    }
+    std::string text;
+    if (!silent.empty())
+      text += detail::concat("; ", ranks(silent), " did not answer within ", grace.count(),
+                             " ms (stopped, stuck outside pnn, or unreachable)");
+    for (const auto& [what, who] : doing)
+      text += detail::concat("; ", ranks(who), who.size() == 1 ? " was " : " were ", what);
+    return text;
+  }
+
+ private:
+  // A query and its answer (an answer with waiting == 0 comes from a rank outside any wait: not sent
+  // today, since only waits answer, but a reader of the bytes needs no guess).
+  struct Message {
+    std::int32_t query = 0;
+    std::int32_t waiting = 0;
+    std::int64_t paused_ms = 0;  // the longest time between two polls of its wait
+    std::uint64_t communicator = 0;
+    std::int64_t collective = -1;
+    char description[200] = {};
+  };
+  struct Outgoing {
+    Message message;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+  static constexpr int query_tag = 1, answer_tag = 2;
+
+  StatusService() {
+    MPI_Comm_dup(MPI_COMM_WORLD, &communicator_);
+    MPI_Comm_set_errhandler(communicator_, MPI_ERRORS_RETURN);  // a dead peer must not end the survey
+    MPI_Comm_rank(communicator_, &rank_);
+    MPI_Comm_size(communicator_, &size_);
+  }
+
+  // A message buffer that stays put until MPI has sent it (a list never moves its elements).
+  Message& post() { return outgoing_.emplace_back().message; }
+  void send(Message& message, int destination, int tag) {
+    Outgoing& outgoing = outgoing_.back();
+    MPI_Isend(&message, sizeof(Message), MPI_BYTE, destination, tag, communicator_, &outgoing.request);
+  }
+
+  static std::string describe(const Message& reply, const Activity& mine, std::chrono::milliseconds grace) {
+    if (!reply.waiting) return "outside any wait";
+    const char* end = std::find(std::begin(reply.description), std::end(reply.description), '\0');
+    std::string text = detail::concat("waiting in ", std::string(reply.description, end));
+    if (reply.collective >= 0) text += detail::concat(" #", reply.collective);
+    if (reply.paused_ms >= grace.count()) text += paused(std::chrono::milliseconds(reply.paused_ms));
+    if (reply.communicator != mine.communicator)
+      text += detail::concat(" of another communicator (", reply.communicator, ")");
+    return text;
+  }
+
+ public:
+  // ", paused there for 13.1 s (stopped, or not scheduled)"
+  static std::string paused(std::chrono::milliseconds pause) {
+    char seconds[32];
+    std::snprintf(seconds, sizeof(seconds), "%.1f", static_cast<double>(pause.count()) / 1000);
+    return detail::concat(", paused there for ", seconds, " s (stopped, or not scheduled)");
+  }
+
+ private:
+  static std::string ranks(const std::vector<int>& list) {
+    std::string text = list.size() == 1 ? "rank " : "ranks ";
+    for (std::size_t i = 0; i < list.size(); ++i) text += detail::concat(i ? ", " : "", list[i]);
+    return text;
+  }
+
+  MPI_Comm communicator_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  Waiting* current_ = nullptr;
+  std::int32_t queries_ = 0;
+  std::uint64_t communicators_ = 0;
+  std::list<Outgoing> outgoing_;
+};
+
+// Polls `done` (answering status queries meanwhile) until it returns true. At the deadline, surveys the
+// other ranks for a grace period of min(2 s, timeout / 4) and throws a CommunicationError naming the
+// ranks that did not answer and what the others were waiting in.
+template <class Done>
+void wait_until(Done&& done, const Activity& activity, int rank, std::chrono::milliseconds timeout) {
+  StatusService& service = StatusService::instance();
+  const StatusService::Waiting waiting(service, activity);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (int spins = 0;; ++spins) {
+    if (done()) return;
+    service.answer();
+    if (std::chrono::steady_clock::now() > deadline) {
+      const auto grace = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), timeout / 4);
+      std::string place = activity.collective >= 0 ? detail::concat(" (collective #", activity.collective, ")") : "";
+      if (waiting.longest_pause() >= grace) place += StatusService::paused(waiting.longest_pause());
+      throw CommunicationError(detail::concat("rank ", rank, ": ", activity.description, " did not complete within ",
+                                              timeout.count(), " ms", place, service.survey(activity, grace)));
+    }
+    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
 
 // A reduction made of several rounds of messages: progress() tests the current round and, once it is
 // done, does its arithmetic and posts the next. The Request that holds it calls progress() from ready()
@@ -250,28 +491,25 @@ class Mpi {
  public:
   using device = cpu;
 
-  // A started operation; wait() completes it, or throws CommunicationError at the deadline.
+  // A started operation; wait() completes it, or throws CommunicationError at the deadline (see the
+  // header comment), after which its communicator refuses further operations.
   class Request {
    public:
     Request() = default;
-    Request(MPI_Request request, std::string description, int rank, std::chrono::milliseconds timeout)
-        : request_(request), description_(std::move(description)), rank_(rank), timeout_(timeout) {}
+    Request(MPI_Request request, mpi_detail::Activity activity, Mpi* owner)
+        : request_(request), activity_(std::move(activity)), owner_(owner) {}
     // An exchange of several rounds (all_reduce_canonical), advanced by ready() and wait().
-    Request(std::shared_ptr<mpi_detail::Exchange> exchange, std::string description, int rank,
-            std::chrono::milliseconds timeout)
-        : exchange_(std::move(exchange)), description_(std::move(description)), rank_(rank), timeout_(timeout) {}
+    Request(std::shared_ptr<mpi_detail::Exchange> exchange, mpi_detail::Activity activity, Mpi* owner)
+        : exchange_(std::move(exchange)), activity_(std::move(activity)), owner_(owner) {}
     void wait() {
       if (request_ == MPI_REQUEST_NULL && !exchange_) return;
-      const auto deadline = std::chrono::steady_clock::now() + timeout_;
-      for (int spins = 0;; ++spins) {
-        if (test()) return;
-        if (std::chrono::steady_clock::now() > deadline) {
-          if (exchange_) exchange_->cancel();
-          else MPI_Cancel(&request_);
-          throw CommunicationError(detail::concat("rank ", rank_, ": ", description_, " did not complete within ",
-                                                  timeout_.count(), " ms: a rank did not arrive or has died"));
-        }
-        if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      try {
+        mpi_detail::wait_until([&] { return test(); }, activity_, owner_->rank_, owner_->options_.timeout);
+      } catch (const CommunicationError& error) {
+        // A collective stays pending (MPI cannot cancel one); an exchange's messages are point to point.
+        if (exchange_) exchange_->cancel();
+        owner_->fail(error.what());
+        throw;
       }
     }
     // True once done or failed (wait() then reports the failure).
@@ -296,12 +534,14 @@ class Mpi {
         try {
           return exchange_->progress();
         } catch (const CommunicationError& error) {
-          throw CommunicationError(detail::concat("rank ", rank_, ": ", description_, " failed: ", error.what()));
+          throw CommunicationError(
+              detail::concat("rank ", owner_->rank_, ": ", activity_.description, " failed: ", error.what()));
         }
       }
+      if (request_ == MPI_REQUEST_NULL) return true;  // ready() completed it
       int done = 0;
       const int code = MPI_Test(&request_, &done, &status_);
-      PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", description_,
+      PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", owner_->rank_, ": ", activity_.description,
                 " failed: ", mpi_detail::error_text(code));
       return done != 0;
     }
@@ -309,9 +549,8 @@ class Mpi {
     MPI_Request request_ = MPI_REQUEST_NULL;
     std::shared_ptr<mpi_detail::Exchange> exchange_;
     MPI_Status status_{};
-    std::string description_;
-    int rank_ = 0;
-    std::chrono::milliseconds timeout_{0};
+    mpi_detail::Activity activity_;
+    Mpi* owner_ = nullptr;
   };
 
   explicit Mpi(CommunicatorOptions options = {}) : options_(options) {
@@ -322,6 +561,7 @@ class Mpi {
     MPI_Comm_set_errhandler(canonical_communicator_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(communicator_, &rank_);
     MPI_Comm_size(communicator_, &size_);
+    id_ = mpi_detail::StatusService::instance().next_communicator();
   }
   Mpi(const Mpi&) = delete;
   Mpi& operator=(const Mpi&) = delete;
@@ -349,12 +589,12 @@ class Mpi {
   template <class T>
   Request all_reduce_async(TensorView<T, 1, cpu> data) {
     const std::string description = describe<T>("all_reduce", data.size());
-    check_order(description);
+    const std::int64_t collective = check_order(description);
     MPI_Request request;
     check(MPI_Iallreduce(MPI_IN_PLACE, data.data(), count(data.size()), mpi_detail::datatype<T>(), MPI_SUM,
                          communicator_, &request),
           description);
-    return Request(request, description, rank_, options_.timeout);
+    return Request(request, activity(description, collective), this);
   }
 
   template <class T>
@@ -366,7 +606,7 @@ class Mpi {
   template <class T>
   Request all_reduce_canonical_async(TensorView<T, 1, cpu> data) {
     const std::string description = describe<T>("all_reduce_canonical", data.size());
-    check_order(description);
+    const std::int64_t collective = check_order(description);
     if (size_ == 1) return Request();
     count(data.size());
     // A tag per operation (two phases each): the rounds of reductions in flight together cannot meet.
@@ -375,7 +615,7 @@ class Mpi {
       auto exchange = std::make_shared<mpi_detail::CanonicalReduction<T>>(data.data(), data.size(),
                                                                           canonical_communicator_, rank_, size_, tag);
       exchange->progress();  // posts the first round
-      return Request(std::move(exchange), description, rank_, options_.timeout);
+      return Request(std::move(exchange), activity(description, collective), this);
     } catch (const CommunicationError& error) {
       throw CommunicationError(detail::concat("rank ", rank_, ": ", description, " failed: ", error.what()));
     }
@@ -385,24 +625,25 @@ class Mpi {
   void broadcast(TensorView<T, 1, cpu> data, int root) {
     check_peer(root, "broadcast");
     const std::string description = describe<T>("broadcast", data.size(), root);
-    check_order(description);
+    const std::int64_t collective = check_order(description);
     MPI_Request request;
     check(MPI_Ibcast(data.data(), count(data.size()), mpi_detail::datatype<T>(), root, communicator_, &request),
           description);
-    Request(request, description, rank_, options_.timeout).wait();
+    Request(request, activity(description, collective), this).wait();
   }
 
   void barrier() {
-    check_order("barrier");
+    const std::int64_t collective = check_order("barrier");
     MPI_Request request;
     check(MPI_Ibarrier(communicator_, &request), "barrier");
-    Request(request, "barrier", rank_, options_.timeout).wait();
+    Request(request, activity("barrier", collective), this).wait();
   }
 
   // Buffered: the data is copied, so the caller may reuse its view at once.
   template <class T>
   void send(TensorView<const T, 1, cpu> data, int destination, int tag) {
     check_peer(destination, "send");
+    check_usable();
     auto buffer = std::make_unique<std::vector<T>>(data.data(), data.data() + data.size());
     MPI_Request request;
     const std::string description =
@@ -410,7 +651,7 @@ class Mpi {
     check(MPI_Isend(buffer->data(), count(data.size()), mpi_detail::datatype<T>(), destination, tag, communicator_,
                     &request),
           description);
-    sends_.push_back({Request(request, description, rank_, options_.timeout), std::move(buffer)});
+    sends_.push_back({Request(request, activity(description), this), std::move(buffer)});
     // Complete finished sends so the list stays short.
     while (!sends_.empty() && sends_.front().request.ready()) sends_.pop_front();
   }
@@ -418,18 +659,22 @@ class Mpi {
   template <class T>
   void receive(TensorView<T, 1, cpu> data, int source, int tag) {
     check_peer(source, "receive");
+    check_usable();
     const std::string description =
         detail::concat("receive of ", data.size(), " ", type_name<T>(), "s from rank ", source, " (tag ", tag, ")");
     // Probe first so a message of the wrong size is reported, not truncated.
-    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
     MPI_Status status;
-    for (int spins = 0;; ++spins) {
-      int found = 0;
-      check(MPI_Iprobe(source, tag, communicator_, &found, &status), description);
-      if (found) break;
-      PNN_CHECK(std::chrono::steady_clock::now() < deadline, CommunicationError, "rank ", rank_, ": ", description,
-                " timed out after ", options_.timeout.count(), " ms: rank ", source, " never sent it");
-      if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    try {
+      mpi_detail::wait_until(
+          [&] {
+            int found = 0;
+            check(MPI_Iprobe(source, tag, communicator_, &found, &status), description);
+            return found != 0;
+          },
+          activity(description), rank_, options_.timeout);
+    } catch (const CommunicationError& error) {
+      fail(error.what());
+      throw;
     }
     int elements = 0;
     MPI_Get_count(&status, mpi_detail::datatype<T>(), &elements);
@@ -438,7 +683,7 @@ class Mpi {
     MPI_Request request;
     check(MPI_Irecv(data.data(), count(data.size()), mpi_detail::datatype<T>(), source, tag, communicator_, &request),
           description);
-    Request(request, description, rank_, options_.timeout).wait();
+    Request(request, activity(description), this).wait();
   }
 
   // Waits until every buffered send has been delivered.
@@ -453,12 +698,19 @@ class Mpi {
   [[noreturn]] void abort(const std::string& message) {
     std::fprintf(stderr, "pnn: %s\n", message.c_str());
     std::fflush(stderr);
+    // MPI_Abort asks mpirun to end the job and waits for it; where mpirun cannot be reached (a cut link,
+    // a stopped launcher) that wait has no end, so this process ends itself a little later.
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      std::_Exit(1);
+    }).detach();
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::abort();
   }
-  // A failed rank ends the job: no rank of a running job has seen a failure.
-  bool aborted() const { return false; }
-  std::string failure() const { return {}; }
+  // True once an operation of this communicator failed (its error is failure()); every later operation
+  // throws. A failed rank normally ends the job (abort()) before anyone asks.
+  bool aborted() const { return !failure_.empty(); }
+  std::string failure() const { return failure_; }
 
  private:
   struct PendingSend {
@@ -478,6 +730,16 @@ class Mpi {
     PNN_CHECK(code == MPI_SUCCESS, CommunicationError, "rank ", rank_, ": ", what,
               " failed: ", mpi_detail::error_text(code));
   }
+  void check_usable() const {
+    PNN_CHECK(failure_.empty(), CommunicationError, "rank ", rank_,
+              ": this communicator cannot be used after a failed operation: ", failure_);
+  }
+  void fail(const std::string& message) {
+    if (failure_.empty()) failure_ = message;
+  }
+  mpi_detail::Activity activity(std::string description, std::int64_t collective = -1) const {
+    return {std::move(description), id_, collective};
+  }
   void check_peer(int peer, const char* operation) const {
     PNN_CHECK(peer >= 0 && peer < size_, ArgumentError, operation, ": rank ", peer, " does not exist among ", size_,
               " ranks");
@@ -489,31 +751,36 @@ class Mpi {
     return text + ")";
   }
 
-  // With check_collective_order: every rank shares its next collective's description; the first
-  // difference is reported on every rank.
-  void check_order(const std::string& description) {
-    const std::uint64_t sequence = sequence_++;
-    if (!options_.check_collective_order) return;
+  // Numbers the next collective (returned), and with check_collective_order every rank shares its
+  // description; the first difference is reported on every rank.
+  std::int64_t check_order(const std::string& description) {
+    check_usable();
+    const std::int64_t sequence = sequence_++;
+    if (!options_.check_collective_order) return sequence;
     constexpr int width = 96;
     std::vector<char> mine(width, '\0'), all(static_cast<std::size_t>(width * size_), '\0');
     std::strncpy(mine.data(), description.c_str(), width - 1);
     MPI_Request request;
     check(MPI_Iallgather(mine.data(), width, MPI_CHAR, all.data(), width, MPI_CHAR, communicator_, &request),
           "collective order check");
-    Request(request, "collective order check", rank_, options_.timeout).wait();
+    Request(request, activity("collective order check before " + description, sequence), this).wait();
     const std::string first(all.data());
     for (int r = 1; r < size_; ++r) {
       const std::string other(all.data() + static_cast<std::ptrdiff_t>(r) * width);
       PNN_CHECK(other == first, CommunicationError, "collective mismatch at collective #", sequence, ": rank ", r,
                 " called ", other, " but rank 0 called ", first);
     }
+    return sequence;
   }
 
   CommunicatorOptions options_;
   MPI_Comm communicator_ = MPI_COMM_NULL;
   MPI_Comm canonical_communicator_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  std::uint64_t sequence_ = 0, canonical_sequence_ = 0;
+  std::uint64_t id_ = 0;       // its number among this process's communicators (status answers name it)
+  std::int64_t sequence_ = 0;  // collectives started
+  std::uint64_t canonical_sequence_ = 0;
+  std::string failure_;  // the first failed operation's error
   std::deque<PendingSend> sends_;
 };
 

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""One case of the MPI failure matrix: a rank of a data-parallel training under mpirun fails; every process
+must exit within the communicator's timeout plus SLACK seconds, non-zero, with a message naming the rank,
+and no process of the program may be left.
+
+usage: failure_matrix.py CASE TIMEOUT_SECONDS -- MPIRUN... PROGRAM
+
+CASE is one of
+  kill    the driver sends SIGKILL to rank 2 once training runs (OpenMPI notices and names it)
+  stop    the driver sends SIGSTOP to rank 2 (it stops answering: pnn's timeout names it)
+  sleep   rank 2 sleeps before a step (stuck outside pnn)
+  throw   rank 2's loss throws at a step
+The driver appends the program's mode and TIMEOUT_SECONDS (see mpi_failure.cpp) to the command. It prints
+the case, the time from the fault to the job's end and the messages: the lines of the failure matrix.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+SLACK = 8.0  # seconds past the timeout for the survey's grace period, MPI_Abort and mpirun's teardown
+FAULTY = 2
+
+case, timeout = sys.argv[1], float(sys.argv[2])
+command = sys.argv[sys.argv.index("--") + 1:]
+program = os.path.realpath(command[-1])
+mode = {"kill": "train", "stop": "train", "sleep": "sleep", "throw": "throw"}[case]
+limit = timeout + SLACK
+
+# What the output must show. A pnn timeout line must name rank 2 as silent and the two other healthy
+# ranks as waiting in a collective.
+silent = re.compile(r"pnn: rank (\d) failed in train_step: rank \1: (\S+)\(.*\) did not complete within "
+                    + str(int(timeout * 1000)) + r" ms \(collective #(\d+)\); rank 2 did not answer within \d+ ms "
+                    r"\(stopped, stuck outside pnn, or unreachable\); ranks (\d), (\d) were waiting in (\S+)\(")
+expected = {
+    "kill": [re.compile(r"process rank 2 with PID \d+ on node \S+ exited on signal 9 \(Killed\)")],
+    "stop": [silent],
+    "sleep": [silent],
+    "throw": [re.compile(r"pnn: rank 2 failed in train_step: .*label 7")],
+}[case]
+
+lines = []  # (time read, line)
+seen = threading.Condition()
+
+
+def read(stream):
+    for line in stream:
+        with seen:
+            lines.append((time.monotonic(), line.rstrip("\n")))
+            seen.notify_all()
+
+
+def wait_for(pattern, deadline):
+    """The first line matching `pattern` and when it was read, or None at the deadline."""
+    with seen:
+        while True:
+            for when, line in lines:
+                match = re.search(pattern, line)
+                if match:
+                    return when, match
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            seen.wait(left)
+
+
+def survivors():
+    """Processes of the program still alive (zombies are dead: their parent only has to reap them)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.path.realpath(f"/proc/{entry}/exe") != program:
+                continue
+            with open(f"/proc/{entry}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        found.append(int(entry))
+    return found
+
+
+def fail(message):
+    print(f"FAIL ({case}): {message}")
+    sys.exit(1)
+
+
+if survivors():
+    fail(f"processes of {program} run before the test starts: {survivors()}")
+job = subprocess.Popen(command + [mode, f"{timeout:g}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, start_new_session=True)
+reader = threading.Thread(target=read, args=(job.stdout,), daemon=True)
+reader.start()
+failures = []
+start = time.monotonic()
+found = wait_for(rf"^rank {FAULTY} pid (\d+)$", start + 60)
+if found is None:
+    failures.append("rank 2 never printed its process id")
+else:
+    pid = int(found[1].group(1))
+    # The fault: at step 100, made by the program (sleep, throw) or by this driver (kill, stop).
+    marker = rf"^rank {FAULTY} sleeps before step 100$" if case == "sleep" else r"^step 100$"
+    found = wait_for(marker, start + 60)
+    if found is None:
+        failures.append("training never reached step 100")
+    else:
+        fault = found[0]
+        if case in ("kill", "stop"):
+            os.kill(pid, signal.SIGKILL if case == "kill" else signal.SIGSTOP)
+            fault = time.monotonic()
+        try:
+            job.wait(timeout=max(0.0, fault + limit - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            failures.append(f"still running {limit:g} s after the fault (a hang)")
+        elapsed = time.monotonic() - fault
+if job.poll() is None:
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+reader.join(timeout=5)
+output = "\n".join(line for _, line in lines)
+# The job's processes are mpirun's children: mpirun reaps them as it ends, or init does just after.
+deadline = time.monotonic() + 3
+while survivors() and time.monotonic() < deadline:
+    time.sleep(0.1)
+left = survivors()
+for survivor in left:
+    os.kill(survivor, signal.SIGCONT)
+    os.kill(survivor, signal.SIGKILL)
+
+print("\n".join(line for line in output.splitlines() if not line.startswith("step ")))
+if left:
+    failures.append(f"processes of the program were left running (now killed): {left}")
+if job.returncode == 0:
+    failures.append("the job succeeded but a rank failed")
+for pattern in expected:
+    matches = list(pattern.finditer(output))
+    if not matches:
+        failures.append(f"no line matches {pattern.pattern!r}")
+    for match in matches if pattern is silent else []:
+        # The reporting rank and the two it names as waiting are the three healthy ones, all in one operation.
+        reporter, operation, _, first, second, waiting_in = match.groups()
+        if sorted([reporter, first, second]) != ["0", "1", "3"] or waiting_in != operation:
+            failures.append(f"the report names the wrong ranks or operation: {match.group(0)}")
+if case in ("stop", "sleep"):
+    # Every rank that reports (several may: each until mpirun ends it) names rank 2: silent, or, when
+    # mpirun's SIGCONT let the stopped rank answer late, paused in its wait.
+    for line in output.splitlines():
+        if line.startswith("pnn: ") and not re.search(r"rank 2 (did not answer|was waiting in .*, paused there)", line):
+            failures.append(f"a report does not name rank 2: {line}")
+if "MPI_ERR" in output:
+    failures.append("MPI reported an error of its own (MPI_ERR...): pnn misused it")
+if failures:
+    fail("; ".join(failures))
+pnn_lines = [line for line in output.splitlines() if line.startswith("pnn: ") or "exited on signal" in line]
+print(f"ok ({case}): exit code {job.returncode}, {elapsed:.1f} s after the fault (limit {limit:g} s)")
+print(f"matrix | {case} | {elapsed:.1f} s | {pnn_lines[0] if pnn_lines else ''}")
