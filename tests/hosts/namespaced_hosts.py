@@ -68,8 +68,12 @@ def _terminate_on_sigterm(signum, frame):
 
 
 class Hosts:
-    def __init__(self, count):
+    def __init__(self, count, tcp_retries2=None):
+        """count hosts; tcp_retries2: if given, each host's TCP gives up on unacknowledged data after that
+        many retransmissions (net.ipv4.tcp_retries2, a setting of each network namespace; Linux's
+        default, 15, takes about 15 minutes)."""
         self.count = count
+        self.tcp_retries2 = tcp_retries2
         self.prefix = f"pnn{os.getpid()}"
         self.switch = self.prefix + "sw"
         self.names = [f"{self.prefix}h{k}" for k in range(count)]
@@ -102,6 +106,8 @@ class Hosts:
             _ip("-n", name, "addr", "add", address(k) + "/24", "dev", "eth0")
             _ip("-n", name, "link", "set", "eth0", "up")
             _ip("-n", name, "link", "set", "lo", "up")
+            if self.tcp_retries2 is not None:
+                _ip("netns", "exec", name, "sysctl", "-qw", f"net.ipv4.tcp_retries2={self.tcp_retries2}")
         self.agent = os.path.join(self.directory, "enter-host")
         cases = "".join(f"  {address(k)}) namespace={name} ;;\n" for k, name in enumerate(self.names))
         with open(self.agent, "w") as f:
