@@ -18,7 +18,7 @@ running minutes after the cut. Two configurations that notice it, one case each:
                   5 s, before pnn's timeout: OpenMPI ends the job naming host 3's address (or, if pnn's
                   timeout comes first, pnn names rank 3).
   retransmission  OpenMPI's default keepalives, and the hosts' TCP giving up on unacknowledged data after
-                  4 retransmissions (net.ipv4.tcp_retries2 = 4, about 6 s, in each host's namespace):
+                  3 retransmissions (net.ipv4.tcp_retries2 = 3, about 3 s, in each host's namespace):
                   pnn's timeout fires first and must name rank 3 as the one that did not answer; OpenMPI's
                   order to end the job cannot reach host 3, and TCP's limit ends that wait.
 
@@ -136,7 +136,7 @@ def main():
     if "--runtime-defaults" in sys.argv:
         cases = [("defaults", False, None, [names_rank, names_host])]
     else:
-        cases = [("keepalive", True, None, [names_rank, names_host]), ("retransmission", False, 4, [names_rank])]
+        cases = [("keepalive", True, None, [names_rank, names_host]), ("retransmission", False, 3, [names_rank])]
     for name, keepalive, tcp_retries2, named in cases:
         failures += cut_case(name, program, arguments, observe, keepalive, tcp_retries2, named)
     if failures:
