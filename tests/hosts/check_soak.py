@@ -23,6 +23,7 @@ usage: check_soak.py BUILD_EXAMPLES_DIR MPIRUN [--epochs N]
 """
 import gzip
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,17 @@ def children(parent, program):
     return sorted(found)
 
 
+def stop(job):
+    """Ends mpirun if it still runs: SIGTERM, which it passes on to the ranks, then SIGKILL to its group."""
+    if job.poll() is None:
+        job.terminate()
+        try:
+            job.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+
+
 def epochs_done(metrics):
     try:
         with open(metrics) as f:
@@ -90,6 +102,7 @@ def epochs_done(metrics):
 
 def main():
     examples, mpirun = sys.argv[1], sys.argv[2]
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))  # runs `finally`
     epochs = int(sys.argv[sys.argv.index("--epochs") + 1]) if "--epochs" in sys.argv else 20
     source = os.environ.get("PNN_DATA", "/usr/share/datasets/fashion-mnist")
     if not os.path.isdir(source):
@@ -112,7 +125,8 @@ def main():
         log = open(os.path.join(directory, "log"), "w+")
         start = time.monotonic()
         job = subprocess.Popen([mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
-                                "-x", "MALLOC_MMAP_THRESHOLD_=65536", "-np", str(RANKS), program, *common, "--save", parallel, "--metrics", metrics],
+                                "-x", "MALLOC_MMAP_THRESHOLD_=65536", "-np", str(RANKS), program, *common,
+                                "--save", parallel, "--metrics", metrics],
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         ranks = []
         lowest = {}  # epoch e -> per rank, the lowest VmRSS between the ends of epochs e and e + 1
@@ -134,8 +148,7 @@ def main():
                     last = samples
                 time.sleep(0.05)
         finally:
-            if job.poll() is None:
-                job.kill()
+            stop(job)
         elapsed = time.monotonic() - start
         log.seek(0)
         output = log.read()
