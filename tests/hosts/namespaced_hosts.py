@@ -52,7 +52,7 @@ def unavailable():
     """Why namespaced hosts cannot be made here, or None when they can (tried, not guessed)."""
     if os.geteuid() != 0:
         return "network namespaces need root (running as uid %d)" % os.geteuid()
-    for tool in ("ip", "mpirun"):
+    for tool in ("ip", "unshare", "mpirun"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     probe = f"pnn{os.getpid()}probe"
@@ -107,7 +107,7 @@ class Hosts:
             _ip("-n", name, "link", "set", "eth0", "up")
             _ip("-n", name, "link", "set", "lo", "up")
             if self.tcp_retries2 is not None:
-                _ip("netns", "exec", name, "sysctl", "-qw", f"net.ipv4.tcp_retries2={self.tcp_retries2}")
+                _ip("netns", "exec", name, "sh", "-c", f"echo {self.tcp_retries2} > /proc/sys/net/ipv4/tcp_retries2")
         self.agent = os.path.join(self.directory, "enter-host")
         cases = "".join(f"  {address(k)}) namespace={name} ;;\n" for k, name in enumerate(self.names))
         with open(self.agent, "w") as f:
