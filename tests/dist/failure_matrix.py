@@ -8,7 +8,8 @@ usage: failure_matrix.py CASE TIMEOUT_SECONDS -- MPIRUN... PROGRAM
 CASE is one of
   kill    the driver sends SIGKILL to rank 2 once training runs (OpenMPI notices and names it)
   stop    the driver sends SIGSTOP to rank 2 (it stops answering: pnn's timeout names it)
-  sleep   rank 2 sleeps before a step (stuck outside pnn)
+  stop-pipeline   the same in a 4-stage pipeline, whose ranks wait in messages and broadcasts
+  sleep   rank 2 sleeps before a collective (stuck outside pnn; the others wait in MPI_Iallreduce)
   throw   rank 2's loss throws at a step
 The driver appends the program's mode and TIMEOUT_SECONDS (see mpi_failure.cpp) to the command. It prints
 the case, the time from the fault to the job's end and the messages: the lines of the failure matrix.
@@ -27,20 +28,18 @@ FAULTY = 2
 case, timeout = sys.argv[1], float(sys.argv[2])
 command = sys.argv[sys.argv.index("--") + 1:]
 program = os.path.realpath(command[-1])
-mode = {"kill": "train", "stop": "train", "sleep": "sleep", "throw": "throw"}[case]
+mode = {"kill": "train", "stop": "train", "stop-pipeline": "pipeline", "sleep": "sleep", "throw": "throw"}[case]
+signals = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "stop-pipeline": signal.SIGSTOP}
 limit = timeout + SLACK
 
-# What the output must show. A pnn timeout line must name rank 2 as silent and the two other healthy
-# ranks as waiting in a collective.
-silent = re.compile(r"pnn: rank (\d) failed in train_step: rank \1: (\S+)\(.*\) did not complete within "
-                    + str(int(timeout * 1000)) + r" ms \(collective #(\d+)\); rank 2 did not answer within \d+ ms "
-                    r"\(stopped, stuck outside pnn, or unreachable\); ranks (\d), (\d) were waiting in (\S+)\(")
+# What the output must show: OpenMPI's word on the killed rank, pnn's on the throwing one, and for a rank
+# that stops answering the timeout reports parsed by check_reports.
 expected = {
-    "kill": [re.compile(r"process rank 2 with PID \d+ on node \S+ exited on signal 9 \(Killed\)")],
-    "stop": [silent],
-    "sleep": [silent],
-    "throw": [re.compile(r"pnn: rank 2 failed in train_step: .*label 7")],
-}[case]
+    "kill": r"process rank 2 with PID \d+ on node \S+ exited on signal 9 \(Killed\)",
+    "throw": r"pnn: rank 2 failed in train_step: .*label 7",
+}.get(case)
+report = re.compile(r"^pnn: rank (\d) failed in [^:]+: rank \1: (.+?) did not complete within "
+                    + str(int(timeout * 1000)) + r" ms( \(collective #\d+\))?(, paused there[^;]*)?((; .*)*)$")
 
 lines = []  # (time read, line)
 seen = threading.Condition()
@@ -104,14 +103,14 @@ if found is None:
 else:
     pid = int(found[1].group(1))
     # The fault: at step 100, made by the program (sleep, throw) or by this driver (kill, stop).
-    marker = rf"^rank {FAULTY} sleeps before step 100$" if case == "sleep" else r"^step 100$"
+    marker = rf"^rank {FAULTY} sleeps at step 100$" if case == "sleep" else r"^step 100$"
     found = wait_for(marker, start + 60)
     if found is None:
         failures.append("training never reached step 100")
     else:
         fault = found[0]
-        if case in ("kill", "stop"):
-            os.kill(pid, signal.SIGKILL if case == "kill" else signal.SIGSTOP)
+        if case in signals:
+            os.kill(pid, signals[case])
             fault = time.monotonic()
         try:
             job.wait(timeout=max(0.0, fault + limit - time.monotonic()))
@@ -137,21 +136,53 @@ if left:
     failures.append(f"processes of the program were left running (now killed): {left}")
 if job.returncode == 0:
     failures.append("the job succeeded but a rank failed")
-for pattern in expected:
-    matches = list(pattern.finditer(output))
-    if not matches:
-        failures.append(f"no line matches {pattern.pattern!r}")
-    for match in matches if pattern is silent else []:
-        # The reporting rank and the two it names as waiting are the three healthy ones, all in one operation.
-        reporter, operation, _, first, second, waiting_in = match.groups()
-        if sorted([reporter, first, second]) != ["0", "1", "3"] or waiting_in != operation:
-            failures.append(f"the report names the wrong ranks or operation: {match.group(0)}")
-if case in ("stop", "sleep"):
-    # Every rank that reports (several may: each until mpirun ends it) names rank 2: silent, or, when
-    # mpirun's SIGCONT let the stopped rank answer late, paused in its wait.
+
+
+def check_reports():
+    """Every timeout report (several ranks may print one, each until mpirun ends it) names rank 2: silent,
+    or, when mpirun's SIGCONT let the stopped rank answer late, paused in its wait; it names every other
+    rank as waiting (not always in the reporter's operation: rank 2 may stop between its messages to two
+    partners); and at least one report says rank 2 did not answer. Rank 2 itself, continued, may report
+    too, saying it was paused."""
+    silent_reports = 0
     for line in output.splitlines():
-        if line.startswith("pnn: ") and not re.search(r"rank 2 (did not answer|was waiting in .*, paused there)", line):
-            failures.append(f"a report does not name rank 2: {line}")
+        if not line.startswith("pnn: "):
+            continue
+        match = report.match(line)
+        if not match:
+            failures.append(f"not a timeout report: {line}")
+            continue
+        reporter = int(match.group(1))
+        if reporter == FAULTY:
+            if not match.group(4):
+                failures.append(f"rank 2 reports without saying it was paused: {line}")
+            continue
+        said = {}
+        for clause in match.group(5).split("; ")[1:]:
+            who = re.match(r"ranks? ([\d, ]+) (did not answer|was waiting in|were waiting in) (.*)", clause)
+            if not who:
+                failures.append(f"a clause says neither who answered nor who did not: {clause!r} in {line}")
+                continue
+            for rank in who.group(1).split(", "):
+                said[int(rank)] = (who.group(2), who.group(3))
+        healthy = [rank for rank in range(4) if rank not in (reporter, FAULTY)]
+        faulty = said.get(FAULTY, ("", ""))
+        if faulty[0] == "did not answer":
+            silent_reports += 1
+        elif ", paused there" not in faulty[1]:
+            failures.append(f"the report does not name rank 2 as silent or stopped: {line}")
+        for rank in healthy:
+            state = said.get(rank, ("", ""))
+            if "waiting" not in state[0] or ", paused there" in state[1]:
+                failures.append(f"the report does not say rank {rank} was waiting: {line}")
+    if silent_reports == 0:
+        failures.append("no report says rank 2 did not answer")
+
+
+if expected and not re.search(expected, output):
+    failures.append(f"no line matches {expected!r}")
+if case in ("stop", "stop-pipeline", "sleep"):
+    check_reports()
 if "MPI_ERR" in output:
     failures.append("MPI reported an error of its own (MPI_ERR...): pnn misused it")
 if failures:

@@ -1,10 +1,12 @@
 // Data-parallel training over Mpi in which a rank fails, run under mpirun by the drivers in this folder:
 //
 //   mpi_failure label                first step: a label outside the classes on rank 1 (expect_failure.py, -np 2)
-//   mpi_failure MODE SECONDS         -np 4, the communicator's timeout SECONDS; many small steps of an MLP
-//                                    (failure_matrix.py), where MODE is
+//   mpi_failure MODE SECONDS         -np 4, the communicator's timeout SECONDS; many small data-parallel steps
+//                                    of an MLP (failure_matrix.py), where MODE is
 //     train   no fault of its own: the driver kills or stops rank 2 (SIGKILL, SIGSTOP) from outside
-//     sleep   rank 2 sleeps for an hour before step 100 (stuck outside pnn)
+//     pipeline  the same with a 4-stage pipeline (its ranks wait in messages and broadcasts)
+//     sleep   rank 2 sleeps for an hour at step 100 before a collective of the program's own (stuck outside
+//             pnn, while the others wait in MPI_Iallreduce, which MPI cannot cancel)
 //     throw   at step 100 a label outside the classes lies in rank 2's rows: its loss throws
 //
 // Every rank prints "rank R pid P" first, and rank 0 "step S" before steps 100 and every 100 after,
@@ -35,12 +37,14 @@ int first_step_fails() {
   return 0;
 }
 
+using Net = Sequential<Input<16>, Dense<32>, Tanh, Dense<16>, Tanh, Dense<4>>;
+
+template <class Strategy>
 int train(const std::string& mode, double seconds) {
-  using Net = Sequential<Input<16>, Dense<32>, Tanh, Dense<4>>;
   constexpr pnn::index batch = 32, classes = 4, fault_step = 100, steps = 1'000'000;  // ends by the fault, long before
   constexpr int faulty_rank = 2;
   const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
-  Distributed<Net, DataParallel<Mpi>> model(1, {.communicator = {.timeout = timeout}});
+  Distributed<Net, Strategy> model(1, {.communicator = {.timeout = timeout}});
   const int rank = model.rank();
   if (model.ranks() <= faulty_rank) {
     std::fprintf(stderr, "mpi_failure: run it with more than %d ranks\n", faulty_rank);
@@ -48,6 +52,10 @@ int train(const std::string& mode, double seconds) {
   }
   std::printf("rank %d pid %d\n", rank, static_cast<int>(getpid()));
   std::fflush(stdout);
+  // The program's own communicator, as one that sums metrics would have: after each step it checks that
+  // every rank is at the same step. Its failures end the job as Distributed's do.
+  Mpi program_communicator({.timeout = timeout});
+  Tensor<double, 1> steps_sum(Extents<1>{1});
   Optimizer<SGD> optimizer({.learning_rate = 0.01});
   Tensor<float, 2> inputs(batch, 16);
   Tensor<std::int32_t, 1> labels(Extents<1>{batch});
@@ -61,13 +69,21 @@ int train(const std::string& mode, double seconds) {
       inputs.data()[i] = static_cast<float>(random.next() % 1000) / 500.0f - 1.0f;
     for (pnn::index i = 0; i < batch; ++i) labels[i] = static_cast<std::int32_t>(random.next() % classes);
     if (step == fault_step && mode == "throw") labels[batch_share(batch, faulty_rank, model.ranks()).begin] = 7;
+    train_step(model, TensorView<const float, 2>(inputs), TensorView<const std::int32_t, 1>(labels), optimizer,
+               SoftmaxCrossEntropy{});
     if (step == fault_step && mode == "sleep" && rank == faulty_rank) {
-      std::printf("rank %d sleeps before step %lld\n", rank, static_cast<long long>(step));
+      std::printf("rank %d sleeps at step %lld\n", rank, static_cast<long long>(step));
       std::fflush(stdout);
       std::this_thread::sleep_for(std::chrono::hours(1));
     }
-    train_step(model, TensorView<const float, 2>(inputs), TensorView<const std::int32_t, 1>(labels), optimizer,
-               SoftmaxCrossEntropy{});
+    steps_sum[0] = static_cast<double>(step);
+    try {
+      program_communicator.all_reduce(steps_sum.view());
+      PNN_CHECK(steps_sum[0] == static_cast<double>(step * model.ranks()), CommunicationError,
+                "the ranks are at different steps");
+    } catch (const std::exception& error) {
+      program_communicator.abort(detail::concat("rank ", rank, " failed in the step check: ", error.what()));
+    }
   }
   return 0;
 }
@@ -77,7 +93,10 @@ int train(const std::string& mode, double seconds) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "label" && argc == 2) return first_step_fails();
-  if ((mode == "train" || mode == "sleep" || mode == "throw") && argc == 3) return train(mode, std::atof(argv[2]));
-  std::fprintf(stderr, "usage: mpi_failure label | mpi_failure train|sleep|throw TIMEOUT_SECONDS\n");
+  if ((mode == "train" || mode == "sleep" || mode == "throw") && argc == 3)
+    return train<DataParallel<Mpi>>(mode, std::atof(argv[2]));
+  if (mode == "pipeline" && argc == 3)
+    return train<Pipeline<Split<1, 3, 4>, Microbatches<4>, OneFOneB, Mpi>>(mode, std::atof(argv[2]));
+  std::fprintf(stderr, "usage: mpi_failure label | mpi_failure train|pipeline|sleep|throw TIMEOUT_SECONDS\n");
   return 2;
 }

@@ -103,9 +103,16 @@ struct Activity {
   std::int64_t collective = -1;    // its number among that communicator's collectives; -1: point to point
 };
 
+// ", paused there for 13.1 s (stopped, or not scheduled)": a wait that went unpolled that long.
+inline std::string paused(std::chrono::milliseconds pause) {
+  char seconds[32];
+  std::snprintf(seconds, sizeof(seconds), "%.1f", static_cast<double>(pause.count()) / 1000);
+  return detail::concat(", paused there for ", seconds, " s (stopped, or not scheduled)");
+}
+
 // Status queries between ranks: when a wait passes its deadline, survey() asks every other rank what it
 // is doing, so the error can name the ranks that did not arrive and say what the others were doing. A
-// rank answers while it waits in any operation of any Mpi (each poll calls answer()); one that does not
+// rank answers while it waits in any operation of any Mpi (each Waiting::poll()); one that does not
 // answer within the grace period is stopped, busy outside pnn's waits, or unreachable. One per process,
 // on a duplicate of MPI_COMM_WORLD of its own, so its messages never meet the operations'; its first use
 // (Mpi's constructor, a collective) duplicates the communicator on every rank at once. Answers carry the
@@ -122,48 +129,54 @@ class StatusService {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
-    // An answer to a rank that stopped reading can stay undelivered: MPI keeps sending it after the free.
-    for (Outgoing& message : outgoing_)
-      if (message.request != MPI_REQUEST_NULL) MPI_Request_free(&message.request);
+    // A message to a rank that stopped reading can stay undelivered: MPI may still read its buffer after
+    // the request is freed, so the buffers of those are left allocated (a list's move keeps its nodes).
+    bool pending = false;
+    for (Outgoing& message : outgoing_) {
+      if (message.request == MPI_REQUEST_NULL) continue;
+      MPI_Request_free(&message.request);
+      pending = true;
+    }
+    if (pending) new std::list<Outgoing>(std::move(outgoing_));
     MPI_Comm_free(&communicator_);
   }
 
   std::uint64_t next_communicator() { return communicators_++; }
 
-  // While one lives, this process answers queries with `activity`. It also keeps the longest time between
-  // two polls of the wait: a process stopped by a signal (or not scheduled) while waiting learns so when it
+  // A wait in `activity`: each poll() answers the queries that arrived. It also keeps the longest time
+  // between two polls: a process stopped by a signal (or not scheduled) while waiting learns so when it
   // runs again, and says it, since mpirun's SIGCONT before ending the job lets a stopped rank answer late.
   class Waiting {
    public:
-    Waiting(StatusService& service, const Activity& activity)
-        : service_(service), outer_(service.current_), activity_(activity) {
-      service_.current_ = this;
-    }
+    Waiting(StatusService& service, const Activity& activity) : service_(service), activity_(activity) {}
     Waiting(const Waiting&) = delete;
     Waiting& operator=(const Waiting&) = delete;
-    ~Waiting() { service_.current_ = outer_; }
-    std::chrono::milliseconds longest_pause() const { return longest_pause_; }
 
-   private:
-    friend class StatusService;
-    void polled() {
+    // Called at every poll of the wait: answers every query that has arrived.
+    void poll() {
       const auto now = std::chrono::steady_clock::now();
       longest_pause_ =
           std::max(longest_pause_, std::chrono::duration_cast<std::chrono::milliseconds>(now - last_poll_));
       last_poll_ = now;
+      service_.answer(*this);
     }
+    const Activity& activity() const { return activity_; }
+    std::chrono::milliseconds longest_pause() const { return longest_pause_; }
 
+    // Asks every other rank what it is doing (see StatusService::survey).
+    std::string survey(std::chrono::milliseconds grace) { return service_.survey(*this, grace); }
+
+   private:
     StatusService& service_;
-    Waiting* outer_;
     const Activity& activity_;
     std::chrono::steady_clock::time_point last_poll_ = std::chrono::steady_clock::now();
     std::chrono::milliseconds longest_pause_{0};
   };
 
-  // Called at every poll of a wait: answers every query that has arrived, and forgets the answers MPI
-  // has delivered.
-  void answer() {
-    if (current_ != nullptr) current_->polled();
+ private:
+  // Answers every query that has arrived with what `waiting` waits in, and forgets the answers MPI has
+  // delivered.
+  void answer(const Waiting& waiting) {
     for (;;) {
       int found = 0;
       MPI_Message handle;
@@ -174,14 +187,10 @@ class StatusService {
       MPI_Mrecv(&query, sizeof(Message), MPI_BYTE, &handle, MPI_STATUS_IGNORE);
       Message& reply = post();
       reply.query = query.query;
-      if (current_ != nullptr) {
-        const Activity& activity = current_->activity_;
-        reply.waiting = 1;
-        reply.paused_ms = current_->longest_pause_.count();
-        reply.communicator = activity.communicator;
-        reply.collective = activity.collective;
-        std::strncpy(reply.description, activity.description.c_str(), sizeof(reply.description) - 1);
-      }
+      reply.paused_ms = waiting.longest_pause().count();
+      reply.communicator = waiting.activity().communicator;
+      reply.collective = waiting.activity().collective;
+      std::strncpy(reply.description, waiting.activity().description.c_str(), sizeof(reply.description) - 1);
       send(reply, status.MPI_SOURCE, answer_tag);
     }
     outgoing_.remove_if([](Outgoing& message) {
@@ -194,7 +203,7 @@ class StatusService {
   // Asks every other rank what it is doing and waits up to `grace` for the answers (answering queries
   // meanwhile). Returns "; rank 2 did not answer (...); ranks 1, 3 were waiting in all_reduce(...) #57",
   // empty with one rank.
-  std::string survey(const Activity& mine, std::chrono::milliseconds grace) {
+  std::string survey(Waiting& waiting, std::chrono::milliseconds grace) {
     const std::int32_t query = ++queries_;
     for (int rank = 0; rank < size_; ++rank) {
       if (rank == rank_) continue;
@@ -206,7 +215,7 @@ class StatusService {
     int missing = size_ - 1;
     const auto deadline = std::chrono::steady_clock::now() + grace;
     while (missing > 0 && std::chrono::steady_clock::now() < deadline) {
-      answer();
+      waiting.poll();
       int found = 0;
       MPI_Message handle;
       MPI_Status status;
@@ -229,7 +238,7 @@ class StatusService {
       if (rank == rank_) continue;
       const auto& reply = answers[static_cast<std::size_t>(rank)];
       if (!reply) silent.push_back(rank);
-      else doing[describe(*reply, mine, grace)].push_back(rank);
+      else doing[describe(*reply, waiting.activity(), grace)].push_back(rank);
     }
     std::string text;
     if (!silent.empty())
@@ -240,12 +249,9 @@ class StatusService {
     return text;
   }
 
- private:
-  // A query and its answer (an answer with waiting == 0 comes from a rank outside any wait: not sent
-  // today, since only waits answer, but a reader of the bytes needs no guess).
+  // A query, and its answer: what the answering rank waits in.
   struct Message {
-    std::int32_t query = 0;
-    std::int32_t waiting = 0;
+    std::int32_t query = 0;      // the asking rank's number for its survey
     std::int64_t paused_ms = 0;  // the longest time between two polls of its wait
     std::uint64_t communicator = 0;
     std::int64_t collective = -1;
@@ -272,7 +278,6 @@ class StatusService {
   }
 
   static std::string describe(const Message& reply, const Activity& mine, std::chrono::milliseconds grace) {
-    if (!reply.waiting) return "outside any wait";
     const char* end = std::find(std::begin(reply.description), std::end(reply.description), '\0');
     std::string text = detail::concat("waiting in ", std::string(reply.description, end));
     if (reply.collective >= 0) text += detail::concat(" #", reply.collective);
@@ -281,16 +286,6 @@ class StatusService {
       text += detail::concat(" of another communicator (", reply.communicator, ")");
     return text;
   }
-
- public:
-  // ", paused there for 13.1 s (stopped, or not scheduled)"
-  static std::string paused(std::chrono::milliseconds pause) {
-    char seconds[32];
-    std::snprintf(seconds, sizeof(seconds), "%.1f", static_cast<double>(pause.count()) / 1000);
-    return detail::concat(", paused there for ", seconds, " s (stopped, or not scheduled)");
-  }
-
- private:
   static std::string ranks(const std::vector<int>& list) {
     std::string text = list.size() == 1 ? "rank " : "ranks ";
     for (std::size_t i = 0; i < list.size(); ++i) text += detail::concat(i ? ", " : "", list[i]);
@@ -299,7 +294,6 @@ class StatusService {
 
   MPI_Comm communicator_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  Waiting* current_ = nullptr;
   std::int32_t queries_ = 0;
   std::uint64_t communicators_ = 0;
   std::list<Outgoing> outgoing_;
@@ -310,18 +304,17 @@ class StatusService {
 // ranks that did not answer and what the others were waiting in.
 template <class Done>
 void wait_until(Done&& done, const Activity& activity, int rank, std::chrono::milliseconds timeout) {
-  StatusService& service = StatusService::instance();
-  const StatusService::Waiting waiting(service, activity);
+  StatusService::Waiting waiting(StatusService::instance(), activity);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (int spins = 0;; ++spins) {
     if (done()) return;
-    service.answer();
+    waiting.poll();
     if (std::chrono::steady_clock::now() > deadline) {
       const auto grace = std::min<std::chrono::milliseconds>(std::chrono::seconds(2), timeout / 4);
       std::string place = activity.collective >= 0 ? detail::concat(" (collective #", activity.collective, ")") : "";
-      if (waiting.longest_pause() >= grace) place += StatusService::paused(waiting.longest_pause());
+      if (waiting.longest_pause() >= grace) place += paused(waiting.longest_pause());
       throw CommunicationError(detail::concat("rank ", rank, ": ", activity.description, " did not complete within ",
-                                              timeout.count(), " ms", place, service.survey(activity, grace)));
+                                              timeout.count(), " ms", place, waiting.survey(grace)));
     }
     if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
