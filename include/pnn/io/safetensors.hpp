@@ -538,7 +538,8 @@ inline Header parse_header(std::string_view text, std::uint64_t data_bytes, cons
 
   for (const auto& entry : header.entries) {
     const std::string tensor = "tensor \"" + entry.name + "\"";
-    const std::string offsets = "[" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) + "]";
+    // (concat, not "[" + std::to_string(...): GCC 12 warns a false -Wrestrict on that, GCC bug 105329)
+    const std::string offsets = detail::concat("[", entry.begin, ", ", entry.end, "]");
     const std::size_t element_size = safetensors_dtype_size(entry.dtype);
     if (element_size == 0) reader.invalid(tensor, " has unknown dtype \"", entry.dtype, "\"");
     if (entry.end < entry.begin) reader.invalid(tensor, ": data_offsets ", offsets, " are reversed");
