@@ -11,6 +11,7 @@ CASE is one of
   stop-pipeline   the same in a 4-stage pipeline, whose ranks wait in messages and broadcasts
   sleep   rank 2 sleeps before a collective (stuck outside pnn; the others wait in MPI_Iallreduce)
   throw   rank 2's loss throws at a step
+  late    rank 2 sleeps before it makes its model: the others cannot even set up their communicators
 The driver appends the program's mode and TIMEOUT_SECONDS (see mpi_failure.cpp) to the command. It prints
 the case, the time from the fault to the job's end and the messages: the lines of the failure matrix.
 """
@@ -28,7 +29,8 @@ FAULTY = 2
 case, timeout = sys.argv[1], float(sys.argv[2])
 command = sys.argv[sys.argv.index("--") + 1:]
 program = os.path.realpath(command[-1])
-mode = {"kill": "train", "stop": "train", "stop-pipeline": "pipeline", "sleep": "sleep", "throw": "throw"}[case]
+mode = {"kill": "train", "stop": "train", "stop-pipeline": "pipeline", "sleep": "sleep", "throw": "throw",
+        "late": "late"}[case]
 signals = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "stop-pipeline": signal.SIGSTOP}
 limit = timeout + SLACK
 
@@ -37,6 +39,8 @@ limit = timeout + SLACK
 expected = {
     "kill": r"process rank 2 with PID \d+ on node \S+ exited on signal 9 \(Killed\)",
     "throw": r"pnn: rank 2 failed in train_step: .*label 7",
+    "late": r"pnn: rank [013]: setting up a communicator over the job's 4 ranks did not complete within "
+            + str(int(timeout * 1000)) + r" ms: a rank did not get there",
 }.get(case)
 report = re.compile(r"^pnn: rank (\d) failed in [^:]+: rank \1: (.+?) did not complete within "
                     + str(int(timeout * 1000)) + r" ms( \(collective #\d+\))?(, paused there[^;]*)?((; .*)*)$")
@@ -104,7 +108,8 @@ if found is None:
 else:
     pid = int(found[1].group(1))
     # The fault: at step 100, made by the program (sleep, throw) or by this driver (kill, stop).
-    marker = rf"^rank {FAULTY} sleeps at step 100$" if case == "sleep" else r"^step 100$"
+    marker = {"sleep": rf"^rank {FAULTY} sleeps at step 100$",
+              "late": rf"^rank {FAULTY} sleeps before joining$"}.get(case, r"^step 100$")
     found = wait_for(marker, start + 60)
     if found is None:
         failures.append("training never reached step 100")

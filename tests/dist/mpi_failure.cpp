@@ -8,6 +8,7 @@
 //     sleep   rank 2 sleeps for an hour at step 100 before a collective of the program's own (stuck outside
 //             pnn, while the others wait in MPI_Iallreduce, which MPI cannot cancel)
 //     throw   at step 100 a label outside the classes lies in rank 2's rows: its loss throws
+//     late    rank 2 sleeps for an hour before it makes its model (the others wait to set up theirs)
 //
 // Every rank prints "rank R pid P" first, and rank 0 "step S" before steps 100 and every 100 after,
 // so the driver knows whom to signal and when.
@@ -44,6 +45,17 @@ int train(const std::string& mode, double seconds) {
   constexpr pnn::index batch = 32, classes = 4, fault_step = 100, steps = 1'000'000;  // ends by the fault, long before
   constexpr int faulty_rank = 2;
   const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+  if (mode == "late") {
+    mpi_detail::Environment::ensure();
+    int world_rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    if (world_rank == faulty_rank) {
+      std::printf("rank %d pid %d\nrank %d sleeps before joining\n", world_rank, static_cast<int>(getpid()),
+                  world_rank);
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+  }
   Distributed<Net, Strategy> model(1, {.communicator = {.timeout = timeout}});
   const int rank = model.rank();
   if (model.ranks() <= faulty_rank) {
@@ -93,10 +105,10 @@ int train(const std::string& mode, double seconds) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "label" && argc == 2) return first_step_fails();
-  if ((mode == "train" || mode == "sleep" || mode == "throw") && argc == 3)
+  if ((mode == "train" || mode == "sleep" || mode == "throw" || mode == "late") && argc == 3)
     return train<DataParallel<Mpi>>(mode, std::atof(argv[2]));
   if (mode == "pipeline" && argc == 3)
     return train<Pipeline<Split<1, 3, 4>, Microbatches<4>, OneFOneB, Mpi>>(mode, std::atof(argv[2]));
-  std::fprintf(stderr, "usage: mpi_failure label | mpi_failure train|pipeline|sleep|throw TIMEOUT_SECONDS\n");
+  std::fprintf(stderr, "usage: mpi_failure label | mpi_failure train|pipeline|sleep|throw|late TIMEOUT_SECONDS\n");
   return 2;
 }

@@ -5,10 +5,10 @@
 //
 // Only this header includes <mpi.h>; include it only where MPI was found (pnn's build defines
 // PNN_HAVE_MPI). Every operation is started non-blocking and then polled against a deadline (the
-// options' timeout). MPI cannot cancel a collective, so a wait that passes its deadline does not try to:
-// it asks every other rank what it is doing (StatusService below: each rank answers while it waits in an
-// operation), then throws a CommunicationError naming the ranks that did not answer (stopped, stuck
-// outside pnn, or unreachable) and the others' operations, and the communicator refuses every later
+// options' timeout), the construction's communicator duplicates included. MPI cannot cancel a collective, so a wait
+// that passes its deadline does not try to: it asks every other rank what it is doing (StatusService below: each rank
+// answers while it waits in an operation), then throws a CommunicationError naming the ranks that did not answer
+// (stopped, stuck outside pnn, or unreachable) and the others' operations, and the communicator refuses every later
 // operation. A rank that fails (any exception, that one included) calls abort(), which prints its message
 // and ends the job through MPI_Abort; Distributed does that for every failure of a rank
 // (dist/rank_threads.hpp). A killed process is OpenMPI's to report: mpirun names it and ends the job.
@@ -110,6 +110,44 @@ inline std::string paused(std::chrono::milliseconds pause) {
   return detail::concat(", paused there for ", seconds, " s (stopped, or not scheduled)");
 }
 
+// Prints the message and ends every rank (mpirun then stops the job).
+[[noreturn]] inline void end_job(const std::string& message) {
+  std::fprintf(stderr, "pnn: %s\n", message.c_str());
+  std::fflush(stderr);
+  // MPI_Abort asks mpirun to end the job and waits for it; where mpirun cannot be reached (a cut link,
+  // a stopped launcher) that wait has no end, so this process ends itself a little later.
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    std::_Exit(1);
+  }).detach();
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
+
+// A duplicate of MPI_COMM_WORLD, made with a deadline: duplicating is collective, and a rank that never
+// gets there (it failed, or is stuck before it makes its model) would hold the others in MPI_Comm_dup
+// forever. Nobody can be asked what it is doing yet (the status service is such a duplicate), so the
+// message says what is known, and the job ends.
+inline MPI_Comm duplicate_world(std::chrono::milliseconds timeout) {
+  MPI_Comm copy = MPI_COMM_NULL;
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_Comm_idup(MPI_COMM_WORLD, &copy, &request);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (int done = 0;;) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) return copy;
+    if (std::chrono::steady_clock::now() > deadline) {
+      int rank = 0, size = 0;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      MPI_Comm_size(MPI_COMM_WORLD, &size);
+      end_job(detail::concat("rank ", rank, ": setting up a communicator over the job's ", size,
+                             " ranks did not complete within ", timeout.count(),
+                             " ms: a rank did not get there (it failed, or is stuck before making its model)"));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
 // Status queries between ranks: when a wait passes its deadline, survey() asks every other rank what it
 // is doing, so the error can name the ranks that did not arrive and say what the others were doing. A
 // rank answers while it waits in any operation of any Mpi (each Waiting::poll()); one that does not
@@ -119,8 +157,9 @@ inline std::string paused(std::chrono::milliseconds pause) {
 // query's number: a late answer to an earlier survey is recognised and dropped.
 class StatusService {
  public:
-  static StatusService& instance() {
-    static StatusService service;
+  // The first call (Mpi's constructor) makes it, waiting at most `setup_timeout` for the other ranks.
+  static StatusService& instance(std::chrono::milliseconds setup_timeout = CommunicatorOptions{}.timeout) {
+    static StatusService service(setup_timeout);
     return service;
   }
   StatusService(const StatusService&) = delete;
@@ -263,8 +302,8 @@ class StatusService {
   };
   static constexpr int query_tag = 1, answer_tag = 2;
 
-  StatusService() {
-    MPI_Comm_dup(MPI_COMM_WORLD, &communicator_);
+  explicit StatusService(std::chrono::milliseconds setup_timeout) {
+    communicator_ = duplicate_world(setup_timeout);
     MPI_Comm_set_errhandler(communicator_, MPI_ERRORS_RETURN);  // a dead peer must not end the survey
     MPI_Comm_rank(communicator_, &rank_);
     MPI_Comm_size(communicator_, &size_);
@@ -548,13 +587,13 @@ class Mpi {
 
   explicit Mpi(CommunicatorOptions options = {}) : options_(options) {
     mpi_detail::Environment::ensure();
-    MPI_Comm_dup(MPI_COMM_WORLD, &communicator_);
-    MPI_Comm_set_errhandler(communicator_, MPI_ERRORS_RETURN);  // errors become exceptions, not aborts
-    MPI_Comm_dup(MPI_COMM_WORLD, &canonical_communicator_);     // all_reduce_canonical's messages
+    id_ = mpi_detail::StatusService::instance(options_.timeout).next_communicator();
+    communicator_ = mpi_detail::duplicate_world(options_.timeout);
+    MPI_Comm_set_errhandler(communicator_, MPI_ERRORS_RETURN);                // errors become exceptions, not aborts
+    canonical_communicator_ = mpi_detail::duplicate_world(options_.timeout);  // all_reduce_canonical's messages
     MPI_Comm_set_errhandler(canonical_communicator_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(communicator_, &rank_);
     MPI_Comm_size(communicator_, &size_);
-    id_ = mpi_detail::StatusService::instance().next_communicator();
   }
   Mpi(const Mpi&) = delete;
   Mpi& operator=(const Mpi&) = delete;
@@ -688,18 +727,7 @@ class Mpi {
   }
 
   // Prints the message and ends every rank (mpirun then stops the job).
-  [[noreturn]] void abort(const std::string& message) {
-    std::fprintf(stderr, "pnn: %s\n", message.c_str());
-    std::fflush(stderr);
-    // MPI_Abort asks mpirun to end the job and waits for it; where mpirun cannot be reached (a cut link,
-    // a stopped launcher) that wait has no end, so this process ends itself a little later.
-    std::thread([] {
-      std::this_thread::sleep_for(std::chrono::seconds(5));
-      std::_Exit(1);
-    }).detach();
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    std::abort();
-  }
+  [[noreturn]] void abort(const std::string& message) { mpi_detail::end_job(message); }
   // True once an operation of this communicator failed (its error is failure()); every later operation
   // throws. A failed rank normally ends the job (abort()) before anyone asks.
   bool aborted() const { return !failure_.empty(); }
