@@ -119,10 +119,7 @@ def cut_case(name, program, arguments, observe, keepalive, tcp_retries2, named):
 def main():
     examples = sys.argv[1]
     observe = float(sys.argv[sys.argv.index("--observe") + 1]) if "--observe" in sys.argv else TIMEOUT + GRACE
-    if not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("PNN_DATA"):
-        print("skipped: no Fashion-MNIST (install dataset-fashion-mnist or set PNN_DATA)")
-        return namespaced_hosts.SKIP
-    reason = namespaced_hosts.unavailable()
+    reason = namespaced_hosts.why_skip()
     if reason:
         print("skipped:", reason)
         return namespaced_hosts.SKIP

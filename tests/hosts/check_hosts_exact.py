@@ -29,10 +29,7 @@ def run(command, limit=120):
 
 def main():
     examples = sys.argv[1]
-    if not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("PNN_DATA"):
-        print("skipped: no Fashion-MNIST (install dataset-fashion-mnist or set PNN_DATA)")
-        return namespaced_hosts.SKIP
-    reason = namespaced_hosts.unavailable()
+    reason = namespaced_hosts.why_skip()
     if reason:
         print("skipped:", reason)
         return namespaced_hosts.SKIP

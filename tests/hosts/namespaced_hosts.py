@@ -48,6 +48,13 @@ def _ip(*args, check=True):
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
+def why_skip():
+    """Why a training across namespaced hosts cannot run here (no data, no namespaces), or None."""
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("PNN_DATA"):
+        return "no Fashion-MNIST (install dataset-fashion-mnist or set PNN_DATA)"
+    return unavailable()
+
+
 def unavailable():
     """Why namespaced hosts cannot be made here, or None when they can (tried, not guessed)."""
     if os.geteuid() != 0:
