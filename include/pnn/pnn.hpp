@@ -7,7 +7,7 @@
 //   model/   Input<...> and Sequential<...>
 //   loss/    softmax cross-entropy, mean squared error
 //   optim/   Optimizer<Rule> with SGD, Adam, LARS; learning-rate schedules, clipping, gradient accumulation
-//   data/    IDX (MNIST-format) files, datasets, batching
+//   data/    IDX (MNIST-format) and CIFAR-10 files, datasets, batching
 //   io/      safetensors, a model's weights saved and loaded (pnn::save, pnn::load)
 //   train/   one training step (pnn::train_step), the training loop (fit, evaluate) and its metrics
 //   dist/    communicators and parallel strategies (include pnn/dist.hpp)
@@ -26,6 +26,7 @@
 #include "pnn/core/timeline.hpp"
 #include "pnn/cpu/cpu.hpp"
 #include "pnn/data/batcher.hpp"
+#include "pnn/data/cifar.hpp"
 #include "pnn/data/dataset.hpp"
 #include "pnn/data/idx.hpp"
 #include "pnn/io/atomic_file.hpp"

@@ -18,32 +18,13 @@
 #include <pnn/data/dataset.hpp>
 #include <pnn/data/idx.hpp>
 
+#include "support/scratch_directory.hpp"
+
 using namespace pnn;
 
 namespace {
 
-// A fresh directory under the system's temporary directory, removed with everything in it at the end.
-class ScratchDirectory {
- public:
-  explicit ScratchDirectory(const std::string& name) {
-    static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("pnn-test-" + name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~ScratchDirectory() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  ScratchDirectory(const ScratchDirectory&) = delete;
-  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
+using pnn::testing::ScratchDirectory;
 
 using Bytes = std::vector<std::uint8_t>;
 
