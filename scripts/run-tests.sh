@@ -63,7 +63,7 @@ rm -f "$tsan/meson-logs/testlog.json"
 meson test -C "$tsan" --no-rebuild --print-errorlogs dist
 
 # pnn's file readers under libFuzzer with ASan and UBSan (tests/fuzz/meson.build, built with clang): each
-# target runs 30 s from its committed corpus; a crash, leak, timeout or huge allocation fails it.
+# target runs 22 s from its committed corpus; a crash, leak, timeout or huge allocation fails it.
 fuzz=${PNN_FUZZ_BUILD_DIR:-build-fuzz}
 if [ ! -f "$fuzz/build.ninja" ]; then
   CXX=clang++ meson setup "$fuzz" tests/fuzz || exit 1

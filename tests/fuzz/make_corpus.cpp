@@ -87,6 +87,29 @@ void idx_corpus(const fs::path& dir) {
   write(dir / "short-header", idx_input(false, 10, {0, 0, 8, 3, 0, 0}));
 }
 
+// CIFAR-10 records with these labels, each image a different ramp of bytes.
+Bytes cifar(const Bytes& labels) {
+  Bytes bytes;
+  for (std::size_t r = 0; r < labels.size(); ++r) {
+    bytes.push_back(labels[r]);
+    for (int i = 0; i < 3072; ++i) bytes.push_back(static_cast<std::uint8_t>(r * 17 + i * 5));
+  }
+  return bytes;
+}
+
+void cifar_corpus(const fs::path& dir) {
+  write(dir / "one-record", cifar({3}));
+  write(dir / "two-records", cifar({0, 9}));
+  write(dir / "label-10", cifar({10}));
+  Bytes truncated = cifar({1, 2});
+  truncated.resize(truncated.size() - 1);
+  write(dir / "truncated", truncated);
+  Bytes trailing = cifar({4});
+  trailing.push_back(0);
+  write(dir / "trailing-byte", trailing);
+  write(dir / "label-only", {5});
+}
+
 std::vector<std::byte> as_bytes(std::initializer_list<float> values) {
   std::vector<std::byte> bytes(values.size() * sizeof(float));
   std::memcpy(bytes.data(), values.begin(), bytes.size());
@@ -178,8 +201,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* target : {"idx", "safetensors", "checkpoint"}) fs::create_directories(root / target);
+  for (const char* target : {"idx", "cifar", "safetensors", "checkpoint"}) fs::create_directories(root / target);
   idx_corpus(root / "idx");
+  cifar_corpus(root / "cifar");
   safetensors_corpus(root / "safetensors");
   checkpoint_corpus(root / "checkpoint");
   return 0;
