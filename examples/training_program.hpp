@@ -6,13 +6,18 @@
 // model_parallel, pipeline) and the communicator with PNN_EXAMPLE_MPI (Mpi under mpirun, else Local
 // threads, --workers of them). PNN_EXAMPLE_CUDA (set by the .cu twins, e.g. train_cnn_cuda.cu) puts the
 // model on the GPU, with Nccl between the ranks (one GPU each; NcclMpi under mpirun). The program parses
-// the flags, loads the data (Fashion-MNIST by default) on the host, trains with fit(), which copies each
-// batch to the model's device, reports the test accuracy, and optionally saves the weights and metrics.
+// the flags, loads the data (Fashion-MNIST by default; CIFAR-10 with --data-format cifar10) on the host,
+// trains with fit(), which copies each batch to the model's device, reports the test accuracy, and
+// optionally saves the weights and metrics.
 // --checkpoint FILE writes a checkpoint when training ends (and with --checkpoint-every N every N steps);
 // --resume FILE continues the run that wrote one exactly, under any strategy (io/checkpoint.hpp).
 // --lr-schedule (with --lr-step, --lr-gamma, --lr-floor), --warmup-steps, --clip-norm, --accumulate and
 // --eval-every set fit()'s learning-rate schedule, the optimiser's clipping, gradient accumulation and
 // periodic evaluation (train/fit.hpp).
+//
+// The network's input shape is fixed at compile time, so a program trains on data of one shape: the data's
+// sample shape is checked against the model's before training (data_shape_error), and a mismatch names both
+// shapes and the example that takes the data (train_resnet_cifar10 is train_resnet for CIFAR-10's images).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -104,6 +109,7 @@ struct Defaults {
   double learning_rate = 0.05;
   double momentum = 0.9;
   std::string optimizer = "sgd";
+  std::string data_format = "mnist";  // what --data holds unless --data-format says otherwise
 };
 
 struct Flags {
@@ -118,6 +124,7 @@ struct Flags {
   int workers = 2;
   std::uint64_t seed = 1;
   std::string data{};
+  std::string data_format{};
   std::string save{};
   std::string metrics{};
   std::string checkpoint{};
@@ -189,9 +196,14 @@ inline void add_flags(CLI::App& app, Flags& flags) {
   app.add_option("--seed", flags.seed, "Seed of every random choice (initialisation, shuffling, dropout)")
       ->check(non_negative)  // CLI11 would wrap "-1" around to 2^64 - 1
       ->capture_default_str();
-  app.add_option(
-      "--data", flags.data,
-      "Folder with the four MNIST-format IDX files (.gz or raw); default: $PNN_DATA, else Debian's Fashion-MNIST");
+  app.add_option("--data", flags.data,
+                 "Folder with the data: the four MNIST-format IDX files (.gz or raw), or CIFAR-10's binary files "
+                 "with --data-format cifar10; default: $PNN_DATA, else Debian's Fashion-MNIST");
+  app.add_option("--data-format", flags.data_format,
+                 "What --data holds: mnist (train-images-idx3-ubyte, ...) or cifar10 (data_batch_1.bin ... "
+                 "data_batch_5.bin, test_batch.bin)")
+      ->check(CLI::IsMember({"mnist", "cifar10"}))
+      ->capture_default_str();
   app.add_option("--save", flags.save, "Write the trained weights to this safetensors file");
   app.add_option("--metrics", flags.metrics, "Write one JSON object per epoch to this file");
   auto* checkpoint = app.add_option("--checkpoint", flags.checkpoint,
@@ -252,6 +264,35 @@ inline std::string schedule_flags_error(const CLI::App& app, const Flags& flags)
   return "";
 }
 
+// --data's default is Fashion-MNIST's directory, which holds no CIFAR-10.
+inline std::string data_flags_error(const Flags& flags) {
+  const char* from_environment = std::getenv("PNN_DATA");
+  if (flags.data_format == "cifar10" && flags.data.empty() && !(from_environment && *from_environment))
+    return "--data-format cifar10 needs --data DIR (or PNN_DATA): the folder cifar-10-batches-bin that "
+           "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz unpacks to";
+  return "";
+}
+
+inline pnn::TrainTestData load_data(const std::string& format, const std::filesystem::path& directory) {
+  if (format == "cifar10") return pnn::load_cifar10(directory);
+  return pnn::load_mnist_format(directory);
+}
+
+// Why `data` cannot train `Network` (empty if it can): a three-dimensional input takes samples of exactly its
+// shape; a flat one (the MLP's Input<784>) any samples with as many features.
+template <class Network>
+std::string data_shape_error(const pnn::Dataset& data, const std::filesystem::path& directory) {
+  using In = typename Network::input_shape;
+  bool fits = false;
+  if constexpr (In::rank == 3) fits = data.sample_shape == In::dims;
+  else fits = data.features() == In::size;
+  if (fits) return "";
+  return "the data in " + directory.string() + " has samples of shape " + pnn::format_extents<3>(data.sample_shape) +
+         " but this program's model takes " + pnn::format_shape<In>() +
+         ": train_resnet_cifar10 trains on CIFAR-10's (3, 32, 32) images, train_mlp, train_cnn and train_resnet "
+         "on MNIST-format (1, 28, 28) ones";
+}
+
 // The schedule the flags ask for; a cosine ends at the run's last step (`total_steps`).
 inline pnn::LearningRateSchedule schedule_from_flags(const Flags& flags, pnn::index total_steps) {
   pnn::LearningRateSchedule schedule{.warmup_steps = flags.warmup_steps};
@@ -297,7 +338,8 @@ int run_training_program(int argc, char** argv, const std::string& description, 
               .batch = defaults.batch,
               .learning_rate = defaults.learning_rate,
               .momentum = defaults.momentum,
-              .optimizer = defaults.optimizer};
+              .optimizer = defaults.optimizer,
+              .data_format = defaults.data_format};
   add_flags(app, flags);
   try {
     app.parse(argc, argv);
@@ -306,7 +348,8 @@ int run_training_program(int argc, char** argv, const std::string& description, 
     std::cerr << "error: " << error.what() << "\n";          // one line, and the usual usage-error code
     return 2;
   }
-  if (const std::string error = schedule_flags_error(app, flags); !error.empty()) {
+  for (const std::string& error : {schedule_flags_error(app, flags), data_flags_error(flags)}) {
+    if (error.empty()) continue;
     std::cerr << "error: " << error << "\n";
     return 2;
   }
@@ -339,7 +382,9 @@ int run_training_program(int argc, char** argv, const std::string& description, 
     const bool verbose = primary && !flags.quiet;
     const auto directory = flags.data.empty() ? pnn::default_data_directory() : std::filesystem::path(flags.data);
     if (verbose) std::cout << "loading " << directory.string() << "\n";
-    const pnn::TrainTestData data = pnn::load_mnist_format(directory);
+    const pnn::TrainTestData data = load_data(flags.data_format, directory);
+    if (const std::string error = data_shape_error<Network>(data.train, directory); !error.empty())
+      throw pnn::ArgumentError(error);
     if (verbose) {
 #if defined(PNN_EXAMPLE_CUDA)
       std::cout << pnn::cuda_description() << "\n";  // the GPU the model (rank 0's, for a strategy) runs on
