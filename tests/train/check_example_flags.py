@@ -65,6 +65,7 @@ cases = [
     (["--accumulate", "-2"], "--accumulate"),
     (["--eval-every", "-1"], "--eval-every"),
     (["--eval-every", "nan"], "--eval-every"),
+    (["--data-format", "imagenet"], "--data-format"),
 ]
 
 failures = 0
