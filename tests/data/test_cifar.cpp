@@ -153,9 +153,8 @@ TEST_CASE("cifar.bad_files") {
   CHECK_IO_ERROR(read_cifar10_files({empty}), empty, "the file is empty");
 
   const auto cut = directory / "cut.bin";
-  Bytes two = cifar_file(0, {1, 2});
-  two.resize(two.size() - 5);
-  write_raw(cut, two);
+  const Bytes two = cifar_file(0, {1, 2});
+  write_raw(cut, Bytes(two.begin(), two.end() - 5));
   CHECK_IO_ERROR(read_cifar10_files({cut}), cut,
                  "its size, 6141 bytes, is not a multiple of 3073 (a CIFAR-10 record is 1 label byte and 3072 pixel "
                  "bytes): 1 whole records and 3068 bytes left over");
