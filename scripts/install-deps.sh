@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pnn's build, tests and examples need, if any are missing (clang and its
-# runtime libraries build the libFuzzer targets of tests/fuzz; python3-matplotlib draws
-# scripts/plot_metrics.py's curves).
+# runtime libraries build the libFuzzer targets of tests/fuzz; cmake builds the CMake project of
+# tests/packaging; python3-matplotlib draws scripts/plot_metrics.py's curves).
 # Usage: scripts/install-deps.sh [extra packages...]
 set -euo pipefail
 
 packages=(meson ninja-build g++ pkg-config python3 libeigen3-dev doctest-dev zlib1g-dev libcli11-dev
           libbenchmark-dev nlohmann-json3-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin clang-format-16
-          clang libclang-rt-14-dev python3-matplotlib "$@")
+          clang libclang-rt-14-dev cmake python3-matplotlib "$@")
 
 missing=()
 for p in "${packages[@]}"; do
