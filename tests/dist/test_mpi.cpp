@@ -275,10 +275,11 @@ template <class Strategy>
 void check_rows_per_process(RowsExpected expected) {
   Mpi comm;
   const int p = comm.size(), r = comm.rank();
-  // 37 training samples in batches of 8 (the last has 5; accumulating 2 per step), 23 test samples in
-  // evaluation batches of 6 (the last has 5): shares of unequal and of no rows at 4 ranks.
-  const Dataset train = testing::random_dataset(37, {1, 1, 12}, 4, 5),
-                test = testing::random_dataset(23, {1, 1, 12}, 4, 6);
+  // 35 training samples in batches of 8 (the last has 3; accumulating 2 per step), 21 test samples in
+  // evaluation batches of 6 (the last has 3), then of 4 (the last has 1): at 4 ranks, shares of unequal
+  // sizes and ranks without rows.
+  const Dataset train = testing::random_dataset(35, {1, 1, 12}, 4, 5),
+                test = testing::random_dataset(21, {1, 1, 12}, 4, 6);
   const FitOptions options{
       .epochs = 2, .batch_size = 8, .seed = 9, .evaluation_batch = 6, .progress = nullptr, .accumulate = 2};
   const SGD rule{.learning_rate = 0.1, .momentum = 0.9};
@@ -302,11 +303,11 @@ void check_rows_per_process(RowsExpected expected) {
     CHECK(targets == expected(batch, r, p)[1]);
     rows_made[0] += static_cast<double>(inputs), rows_made[1] += static_cast<double>(targets);
   }
-  REQUIRE(recorder.predictions.size() == 2 * 4 + 6);  // 4 evaluation batches per epoch, then 6 of 4 rows
+  REQUIRE(recorder.predictions.size() == 2 * 4 + 6);  // 4 evaluation batches an epoch, then evaluate()'s 6
   for (const auto& [batch, inputs] : recorder.predictions) CHECK(inputs == expected(batch, r, p)[0]);
   comm.all_reduce(rows_made.view());
-  CHECK(rows_made[0] == 2 * 37);
-  CHECK(rows_made[1] == 2 * 37);
+  CHECK(rows_made[0] == 2 * 35);
+  CHECK(rows_made[1] == 2 * 35);
 
   // (b) Serial training's bits: weights, losses, the evaluations after each epoch and the one after training.
   testing::check_same_values(serial, model.gathered());
