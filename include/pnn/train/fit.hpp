@@ -55,6 +55,7 @@
 
 #include <unistd.h>
 
+#include "pnn/core/batch_rows.hpp"
 #include "pnn/data/batcher.hpp"
 #include "pnn/data/dataset.hpp"
 #include "pnn/io/checkpoint.hpp"
