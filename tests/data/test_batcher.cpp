@@ -213,6 +213,37 @@ TEST_CASE("batcher.copy_samples_in_given_order") {
   CHECK(batch.size() == 0);
 }
 
+// A process of a distributed model makes only its rows of each batch (the inputs of some, the labels of
+// others), in the serial order: the held rows are the serial batch's rows at the same places.
+TEST_CASE("batcher.makes_only_the_rows_held") {
+  const Dataset data = numbered_dataset(30);
+  Batcher whole(data, 8, 4), part(data, 8, 4);
+  const auto rows_held = [](pnn::index count) {
+    return BatchRows{.inputs = {count / 4, count / 2}, .targets = {1, count - 1}};
+  };
+  Batch expected, batch;
+  pnn::index batches = 0;
+  while (whole.next(expected)) {
+    REQUIRE(part.next(batch, rows_held));
+    ++batches;
+    const pnn::index count = expected.size();
+    CHECK(batch.size() == count);
+    CHECK(batch.held == rows_held(count));
+    REQUIRE(batch.inputs.dim(0) == count / 2);
+    REQUIRE(batch.labels.size() == count - 1);
+    for (pnn::index row = 0; row < count / 2; ++row)
+      for (pnn::index pixel = 0; pixel < 3; ++pixel)
+        CHECK(batch.inputs(row, pixel) == expected.inputs(count / 4 + row, pixel));
+    for (pnn::index row = 0; row < count - 1; ++row) CHECK(batch.labels[row] == expected.labels[1 + row]);
+  }
+  CHECK(batches == 4);
+  CHECK_FALSE(part.next(batch, rows_held));
+  const std::vector<pnn::index> samples = {1, 2, 3};
+  CHECK_THROWS_WITH_AS(
+      copy_samples(data, std::span<const pnn::index>(samples), batch, BatchRows{.inputs = {0, 3}, .targets = {2, 2}}),
+      "copy_samples: rows [2, 4) of labels are outside a batch of 3 samples", ArgumentError);
+}
+
 TEST_CASE("batcher.reuses_batch_storage") {
   const Dataset data = numbered_dataset(50);
   Batcher batcher(data, 8, 5);

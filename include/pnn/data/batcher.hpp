@@ -3,6 +3,12 @@
 // RegressionDataset: BasicBatcher<RegressionDataset> fills RegressionBatches. batch_targets(batch) gives a
 // batch's targets as a loss takes them (loss/loss.hpp: each loss's target_type).
 //
+// A batch may hold only some of its rows (BatchRows, core/batch_rows.hpp): the inputs of rows
+// `held.inputs` and the targets of rows `held.targets`. That is how each process of a distributed model
+// under Mpi makes only the rows its ranks need (fit() and evaluate() ask the model, train/fit.hpp): as
+// PyTorch's DistributedSampler, every process follows the same global order, the serial run's, and
+// gathers only its own samples of each batch.
+//
 // Epoch e's order comes from Generator(seed).split(streams::shuffling).split(e) applied to 0, 1, 2, ...:
 // it depends on the seed and the epoch only, not on how many batches of earlier epochs were taken, so a
 // resumed or step-limited run sees the same batches as an uninterrupted one.
@@ -16,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "pnn/core/batch_rows.hpp"
 #include "pnn/core/error.hpp"
 #include "pnn/core/random.hpp"
 #include "pnn/core/tensor.hpp"
@@ -23,17 +30,19 @@
 
 namespace pnn {
 
-// A mini-batch: one row of inputs per sample, and the samples' labels.
+// A mini-batch: one row of inputs per sample, and the samples' labels (of the rows it holds).
 template <class T = float>
 struct BasicBatch {
   static_assert(std::is_floating_point_v<T>,
                 "BasicBatch<T> holds network inputs: T must be float or double, the model's value_type");
   using value_type = T;
 
-  Tensor<T, 2> inputs;             // (size, features), pixels scaled to [0, 1]
-  Tensor<std::int32_t, 1> labels;  // (size,)
+  Tensor<T, 2> inputs;             // (held.inputs.count, features), pixels scaled to [0, 1]
+  Tensor<std::int32_t, 1> labels;  // (held.targets.count,)
+  index samples = 0;               // the batch's samples, all of which or some of which it holds
+  BatchRows held{};                // the rows `inputs` and `labels` hold: every one unless copy_samples was told
 
-  index size() const { return labels.size(); }
+  index size() const { return samples; }
 };
 using Batch = BasicBatch<float>;
 
@@ -45,10 +54,12 @@ struct RegressionBatch {
                 "value_type");
   using value_type = T;
 
-  Tensor<T, 2> inputs;   // (size, features)
-  Tensor<T, 2> targets;  // (size, outputs)
+  Tensor<T, 2> inputs;   // (held.inputs.count, features)
+  Tensor<T, 2> targets;  // (held.targets.count, outputs)
+  index samples = 0;     // the batch's samples, all of which or some of which it holds
+  BatchRows held{};      // the rows `inputs` and `targets` hold
 
-  index size() const { return targets.dim(0); }
+  index size() const { return samples; }
 };
 
 // What BasicBatcher, fit() and evaluate() cut into batches.
@@ -90,24 +101,43 @@ enum class BatchOrder {
   shuffled,    // a new permutation every epoch (training)
 };
 
-// Fills `batch` with the given samples of `data`, in that order. The batch's tensors are reused: they
-// allocate only when they grow.
-template <class T>
-void copy_samples(const Dataset& data, std::span<const index> sample_indices, BasicBatch<T>& batch) {
-  const index count = static_cast<index>(sample_indices.size());
-  const index features = data.features();
-  batch.inputs.resize({count, features});
-  batch.labels.resize({count});
-  for (const index sample : sample_indices)
+namespace detail {
+// The samples of `rows` of a batch made of `sample_indices`, checked to lie in the batch and in `data`.
+template <class Data>
+std::span<const index> held_samples(const Data& data, std::span<const index> sample_indices, RowRange rows,
+                                    const char* what) {
+  const auto count = static_cast<index>(sample_indices.size());
+  PNN_CHECK(rows.begin >= 0 && rows.count >= 0 && rows.end() <= count, ArgumentError, "copy_samples: rows [",
+            rows.begin, ", ", rows.end(), ") of ", what, " are outside a batch of ", count, " samples");
+  const auto held = sample_indices.subspan(static_cast<std::size_t>(rows.begin), static_cast<std::size_t>(rows.count));
+  for (const index sample : held)
     PNN_CHECK(sample >= 0 && sample < data.size(), ArgumentError, "copy_samples: sample index ", sample,
               " is outside a dataset of ", data.size(), " samples");
+  return held;
+}
+}  // namespace detail
+
+// Fills `batch` with the given samples of `data`, in that order: the inputs of rows `held.inputs` of
+// them and the labels of rows `held.targets` (all by default). The batch's tensors are reused: they
+// allocate only when they grow.
+template <class T>
+void copy_samples(const Dataset& data, std::span<const index> sample_indices, BasicBatch<T>& batch,
+                  const BatchRows& held) {
+  const index features = data.features();
+  const auto input_samples = detail::held_samples(data, sample_indices, held.inputs, "inputs");
+  const auto label_samples = detail::held_samples(data, sample_indices, held.targets, "labels");
+  const auto count = static_cast<index>(input_samples.size());
+  batch.samples = static_cast<index>(sample_indices.size());
+  batch.held = held;
+  batch.inputs.resize({count, features});
+  batch.labels.resize({held.targets.count});
   for (index row = 0; row < count; ++row) {
-    const index sample = sample_indices[static_cast<std::size_t>(row)];
+    const index sample = input_samples[static_cast<std::size_t>(row)];
 #if defined(__GNUC__)
     // Shuffled rows are scattered over the whole dataset: fetching the next row while this one converts
     // makes a shuffled batch of 64 Fashion-MNIST images three times quicker (75 -> 25 us).
     if (row + 1 < count) {
-      const std::uint8_t* next = data.images.data() + sample_indices[static_cast<std::size_t>(row + 1)] * features;
+      const std::uint8_t* next = data.images.data() + input_samples[static_cast<std::size_t>(row + 1)] * features;
       for (index offset = 0; offset < features; offset += 64) __builtin_prefetch(next + offset);
     }
 #endif
@@ -116,26 +146,40 @@ void copy_samples(const Dataset& data, std::span<const index> sample_indices, Ba
     // A division (not a multiplication by 1/255) so that 255 becomes exactly 1; it vectorises all the same.
     for (index feature = 0; feature < features; ++feature)
       destination[feature] = static_cast<T>(source[feature]) / T(255);
-    batch.labels[row] = data.labels[sample];
   }
+  for (index row = 0; row < held.targets.count; ++row)
+    batch.labels[row] = data.labels[label_samples[static_cast<std::size_t>(row)]];
 }
 
 // The same for a RegressionDataset: its inputs and targets converted to T.
 template <class T>
-void copy_samples(const RegressionDataset& data, std::span<const index> sample_indices, RegressionBatch<T>& batch) {
-  const index count = static_cast<index>(sample_indices.size());
+void copy_samples(const RegressionDataset& data, std::span<const index> sample_indices, RegressionBatch<T>& batch,
+                  const BatchRows& held) {
   const index features = data.features(), outputs = data.outputs();
-  batch.inputs.resize({count, features});
-  batch.targets.resize({count, outputs});
-  for (const index sample : sample_indices)
-    PNN_CHECK(sample >= 0 && sample < data.size(), ArgumentError, "copy_samples: sample index ", sample,
-              " is outside a dataset of ", data.size(), " samples");
-  for (index row = 0; row < count; ++row) {
-    const index sample = sample_indices[static_cast<std::size_t>(row)];
-    std::copy_n(data.inputs.data() + sample * features, features, batch.inputs.data() + row * features);
-    std::copy_n(data.targets.data() + sample * outputs, outputs, batch.targets.data() + row * outputs);
-  }
+  const auto input_samples = detail::held_samples(data, sample_indices, held.inputs, "inputs");
+  const auto target_samples = detail::held_samples(data, sample_indices, held.targets, "targets");
+  batch.samples = static_cast<index>(sample_indices.size());
+  batch.held = held;
+  batch.inputs.resize({held.inputs.count, features});
+  batch.targets.resize({held.targets.count, outputs});
+  for (index row = 0; row < held.inputs.count; ++row)
+    std::copy_n(data.inputs.data() + input_samples[static_cast<std::size_t>(row)] * features, features,
+                batch.inputs.data() + row * features);
+  for (index row = 0; row < held.targets.count; ++row)
+    std::copy_n(data.targets.data() + target_samples[static_cast<std::size_t>(row)] * outputs, outputs,
+                batch.targets.data() + row * outputs);
 }
+
+// Every row of the given samples.
+template <BatchableDataset Data, class Batch>
+void copy_samples(const Data& data, std::span<const index> sample_indices, Batch& batch) {
+  copy_samples(data, sample_indices, batch, BatchRows::whole(static_cast<index>(sample_indices.size())));
+}
+
+// Which rows of a batch of `count` samples to make: every one (BasicBatcher::next's default).
+struct EveryRow {
+  BatchRows operator()(index count) const { return BatchRows::whole(count); }
+};
 
 // Hands out the mini-batches of one epoch after another:
 //
@@ -191,16 +235,18 @@ class BasicBatcher {
     position_ = std::min(position_ + batches * batch_size_, samples_per_epoch());
   }
 
-  // Fills `batch` with the next batch of this epoch; false (and `batch` untouched) once the epoch is over.
-  template <class Batch>
-  bool next(Batch& batch) {
+  // Fills `batch` with the next batch of this epoch, or with only the rows rows_held(count) of it (a
+  // BatchRows for the batch's `count` samples: a process's rows, Distributed::rows_held); false (and
+  // `batch` untouched) once the epoch is over.
+  template <class Batch, class RowsHeld = EveryRow>
+  bool next(Batch& batch, RowsHeld&& rows_held = {}) {
     const index end = samples_per_epoch();
     if (position_ >= end) return false;
     const index count = std::min(batch_size_, end - position_);
     copy_samples(
         *data_,
         std::span<const index>(samples_).subspan(static_cast<std::size_t>(position_), static_cast<std::size_t>(count)),
-        batch);
+        batch, static_cast<BatchRows>(rows_held(count)));
     position_ += count;
     return true;
   }

@@ -5,7 +5,8 @@
 // share of the global batch, rows(B, r, p) = batch_share: rows [B r / p, B (r + 1) / p) of inputs and
 // targets (shares differ by at most one sample, and a rank may have none), computes the mean-loss
 // gradient of its share, and the ranks sum their gradients. Distributed slices (or, for a GPU rank,
-// copies) those rows only, so a rank's device never holds the rest of the batch.
+// copies) those rows only, so a rank's device never holds the rest of the batch; under Mpi the process
+// gathers only its share's samples (fit(), evaluate()), and evaluate() predicts each rank's share.
 //
 // Exactness: every sum over the batch follows the canonical tree of core/batch_sum.hpp. The loss scales
 // each row's gradient by 1 / B itself (loss/loss.hpp), a rank's layers sum its rows as the subtree of its
@@ -114,8 +115,11 @@ class DataParallelRank : public RankBookkeeping<typename Model::value_type, type
     return static_cast<T>(total_loss[0] / static_cast<double>(part.count));
   }
 
-  // Every replica is the whole model: predictions need no communication.
-  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) { return model_.predict(inputs); }
+  // Every replica is the whole model: it predicts the rows it is handed (its share, or all of them), with
+  // no communication.
+  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs, index /*batch*/) {
+    return model_.predict(inputs);
+  }
 
   // Copies the whole model (this rank's replica) into `full`. Collective for symmetry with pipelines.
   void gather(Model& full) const { full = model_; }

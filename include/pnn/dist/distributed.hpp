@@ -20,8 +20,17 @@
 // first pipeline stage the inputs, the last the targets). On the cpu, and with one process per rank,
 // those are views of the caller's data; for a device model run by threads, each rank's device receives
 // a copy of its rows only, once (pnn::copy orders that copy after the caller's work).
+//
+// Data per process: rows_held(batch) says which rows of a global batch this process needs, the span of
+// its ranks' Rank::rows (the whole batch for an in-process group, whose threads share one batch; under
+// Mpi its rank's rows only). fit() and evaluate() (train/fit.hpp) gather only those samples: train_step
+// takes either the pass's every row or exactly the rows_held (then with its BatchPart), predict_held
+// predicts this process's target rows from its input rows, and sum_over_processes completes evaluate()'s
+// loss sums and correct counts over the processes in the canonical tree, so that the split evaluation has
+// serial evaluation's bits (for 1, 2, 4 or 8 data-parallel ranks, and any pipeline).
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <type_traits>
@@ -74,16 +83,42 @@ class Distributed {
         options_(options),
         runner_(options.ranks, options.communicator, [&](Comm& comm) { return Rank(comm, seed, options_); }) {}
 
-  // Outputs for the inputs, without dropout or batch statistics.
+  // Outputs for the inputs, without dropout or batch statistics (every process passes every row and gets
+  // every output).
   TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
-    TensorView<const T, 2, D> result;
-    const auto local_inputs = for_each_rank(inputs, [&](int) { return RowRange{0, inputs.dim(0)}; });
-    runner_.run("predict", [&](Rank& rank, int local) {
-      const auto output = rank.predict(local_inputs[static_cast<std::size_t>(local)]->view());
-      if (local == 0) result.rebind(output);
-    });
-    return result;
+    return predict_on_ranks(inputs, inputs.dim(0));
   }
+
+  // The rows of a global batch of `batch` rows this process needs: the span of its ranks' Rank::rows
+  // (every row for an in-process group; under Mpi its own rank's rows).
+  BatchRows rows_held(index batch) const {
+    BatchRows held = Rank::rows(batch, runner_.first_rank(), ranks());
+    for (int local = 1; local < runner_.local_ranks(); ++local) {
+      const BatchRows rows = Rank::rows(batch, runner_.first_rank() + local, ranks());
+      held.inputs = span_of(held.inputs, rows.inputs);
+      held.targets = span_of(held.targets, rows.targets);
+    }
+    return held;
+  }
+
+  // Outputs for this process's target rows (rows_held(batch).targets) of a global batch of `batch` rows,
+  // given its input rows (rows_held(batch).inputs): what evaluate() scores here (collective).
+  TensorView<const T, 2, D> predict_held(TensorView<const T, 2, D> inputs, index batch) {
+    const BatchRows held = rows_held(batch);
+    PNN_CHECK(inputs.dim(0) == held.inputs.count, ArgumentError, "predict_held: ", inputs.dim(0),
+              " rows of inputs were given; process ", rank(), " holds ", held.inputs.count, " of a batch of ", batch);
+    const auto output = predict_on_ranks(inputs, batch);
+    // A rank's predict gives the outputs of the rows it was handed, or of the whole batch.
+    if (output.dim(0) == batch) return output.rows(held.targets.begin, held.targets.count);
+    PNN_CHECK(held.inputs == held.targets && output.dim(0) == held.targets.count, Error,
+              "predict_held: the ranks gave ", output.dim(0), " outputs for ", held.inputs.count,
+              " input rows of a batch of ", batch);
+    return output;
+  }
+
+  // Adds up every process's `values` in the canonical tree over the ranks (core/canonical_sum.hpp), so a
+  // total made of the processes' subtotals has the bits a serial sum in that tree has (collective).
+  void sum_over_processes(TensorView<double, 1> values) { runner_.sum_over_processes("sum_over_processes", values); }
 
   // The whole model with the current weights (collective: every MPI rank must call it).
   Model gathered() {
@@ -157,18 +192,21 @@ class Distributed {
                                            Optimizer<R, typename M::value_type, typename M::device>&, const L&,
                                            BatchPart);
 
-  // One pass over rows `part` of a step's global batch (every MPI rank passes the same rows), updating
-  // when it ends the batch: pnn::train_step's.
+  // One pass over rows `part` of a step's global batch, updating when it ends the batch: pnn::train_step's.
+  // `inputs` and `targets` each hold the pass's every row, or only the rows this process holds
+  // (rows_held(part.count), as fit() passes them); with the latter, `part` must be given.
   template <class LossFunction, class Rule>
   T step(TensorView<const T, 2, D> inputs, typename LossFunction::template target_type<T, D> targets,
          Optimizer<Rule, T, D>& optimizer, const LossFunction& loss, BatchPart part) {
-    const index batch = inputs.dim(0);
-    if (part.batch == 0) part = BatchPart::whole(batch);
-    PNN_CHECK(part.count == batch, ArgumentError, "train_step: the pass is over ", part.count,
-              " rows of the batch but ", batch, " rows of inputs were given");
-    const auto local_inputs = for_each_rank(inputs, [&](int rank) { return Rank::rows(batch, rank, ranks()).inputs; });
+    if (part.batch == 0) part = BatchPart::whole(inputs.dim(0));
+    const index batch = part.count;
+    const BatchRows mine = rows_held(batch);
+    const RowRange input_rows = rows_given(inputs.dim(0), batch, mine.inputs, "inputs");
+    const RowRange target_rows = rows_given(targets.dim(0), batch, mine.targets, "targets");
+    const auto local_inputs =
+        for_each_rank(inputs, [&](int rank) { return within(Rank::rows(batch, rank, ranks()).inputs, input_rows); });
     const auto local_targets =
-        for_each_rank(targets, [&](int rank) { return Rank::rows(batch, rank, ranks()).targets; });
+        for_each_rank(targets, [&](int rank) { return within(Rank::rows(batch, rank, ranks()).targets, target_rows); });
     T result{};
     runner_.run("train_step", [&](Rank& rank, int local) {
       const auto i = static_cast<std::size_t>(local);
@@ -177,6 +215,41 @@ class Distributed {
     });
     if (part.begin + part.count == part.batch) optimizer.count_step();  // the ranks updated
     return result;
+  }
+
+  // Every rank handed every row of `inputs` (a batch of `batch` rows), or, under Mpi, this process's
+  // rows; local rank 0's outputs (a rank's predict gives the outputs of the rows handed, or of all rows).
+  TensorView<const T, 2, D> predict_on_ranks(TensorView<const T, 2, D> inputs, index batch) {
+    TensorView<const T, 2, D> result;
+    const auto local_inputs = for_each_rank(inputs, [&](int) { return RowRange{0, inputs.dim(0)}; });
+    runner_.run("predict", [&](Rank& rank, int local) {
+      const auto output = rank.predict(local_inputs[static_cast<std::size_t>(local)]->view(), batch);
+      if (local == 0) result.rebind(output);
+    });
+    return result;
+  }
+
+  // The smallest run of rows holding both (an empty one holds nothing).
+  static RowRange span_of(RowRange a, RowRange b) {
+    if (b.count == 0) return a;
+    if (a.count == 0) return b;
+    const index begin = std::min(a.begin, b.begin);
+    return {begin, std::max(a.end(), b.end()) - begin};
+  }
+  // Which rows of a pass over `batch` rows the caller's `given` rows are: all of them, or this process's.
+  static RowRange rows_given(index given, index batch, RowRange mine, const char* what) {
+    if (given == batch) return {0, batch};
+    PNN_CHECK(given == mine.count, ArgumentError, "train_step: ", given, " rows of ", what,
+              " were given for a pass over ", batch, " rows; pass all ", batch, " or the ", mine.count,
+              " this process holds (rows_held)");
+    return mine;
+  }
+  // A rank's `rows` of the batch as rows of `held`, the rows the caller gave.
+  static RowRange within(RowRange rows, RowRange held) {
+    if (rows.count == 0) return {0, 0};
+    PNN_CHECK(rows.begin >= held.begin && rows.end() <= held.end(), Error, "Distributed: a rank needs rows [",
+              rows.begin, ", ", rows.end(), ") but the process holds [", held.begin, ", ", held.end(), ")");
+    return {rows.begin - held.begin, rows.count};
   }
 
   // For every rank of this process (indexed by `local`), the rows which(rank) of `data` as that rank may

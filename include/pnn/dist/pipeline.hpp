@@ -13,7 +13,9 @@
 //
 // The order of a stage's passes comes from the schedule policy (dist/schedule.hpp: GPipe, OneFOneB).
 // ModelParallel is m = 1. Rows of the batch: stage 0 is handed the inputs and the last stage the
-// targets (rows()); no other stage receives either, so a GPU stage's device holds only what it reads.
+// targets (rows()); no other stage receives either, so a GPU stage's device holds only what it reads,
+// and under Mpi only stage 0's process gathers inputs and only the last stage's targets (fit(),
+// evaluate(): the last stage scores the predictions, the others add nothing).
 #pragma once
 
 #include <array>
@@ -167,9 +169,11 @@ class StageRunner : public RankBookkeeping<typename Stage::value_type, typename 
     return static_cast<T>(total[0]);
   }
 
-  // Inference through every stage; every rank receives the final output.
-  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
-    const index batch = inputs.dim(0);
+  // Inference through every stage; every rank receives the final output. Only stage 0 reads `inputs`
+  // (the batch's `batch` rows); the others may be handed none.
+  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs, index batch) {
+    PNN_CHECK(index_ > 0 || inputs.dim(0) == batch, ArgumentError, "pipeline predict: stage 0 was handed ",
+              inputs.dim(0), " rows of a batch of ", batch);
     TensorView<const T, 2, D> x = inputs;
     if (index_ > 0) {
       prediction_input_.resize({batch, in_features});
@@ -363,8 +367,8 @@ class PipelineRank {
                const BatchPart& part, const Optimizer<Rule, T, D>& optimizer, const LossFunction& loss) {
     return std::visit([&](auto& runner) { return runner.train_step(inputs, targets, part, optimizer, loss); }, runner_);
   }
-  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs) {
-    return std::visit([&](auto& runner) { return runner.predict(inputs); }, runner_);
+  TensorView<const T, 2, D> predict(TensorView<const T, 2, D> inputs, index batch) {
+    return std::visit([&](auto& runner) { return runner.predict(inputs, batch); }, runner_);
   }
   void gather(Model& whole) {
     std::visit([&](auto& runner) { runner.gather(whole); }, runner_);

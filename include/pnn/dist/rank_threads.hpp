@@ -6,7 +6,8 @@
 //   ProcessRank<Rank, Comm>   one rank per process (Mpi, NcclMpi): this process's rank, run in place
 //
 // Both offer size() (ranks in the group), local_ranks() (ranks run by this process), first_rank()
-// (the group rank of this process's local rank 0), rank(local) and run(operation, job(rank, local)), so
+// (the group rank of this process's local rank 0), rank(local), run(operation, job(rank, local)) and
+// sum_over_processes(values) (the processes' values added in the canonical tree; nothing to add for one), so
 // Distributed holds one runner, rank_runner_t<Rank, Comm>, and does not ask which it is. A failure on a rank ends the
 // operation on every rank: RankThreads rethrows it on the caller's thread as a RankFailure naming the rank and the
 // operation; ProcessRank makes the failing rank abort the job with that message (mpirun stops the rest).
@@ -62,6 +63,9 @@ class RankThreads {
   void run(const char* operation, Job&& job) {
     run_on_ranks(operation, [&](int r) { job(rank(r), r); });
   }
+
+  // The whole group is this process: its values are the total already.
+  void sum_over_processes(const char*, TensorView<double, 1>) {}
 
  private:
   void run_on_ranks(const char* operation, const std::function<void(int)>& job) {
@@ -173,6 +177,11 @@ class ProcessRank {
   template <class Job>
   void run(const char* operation, Job&& job) {
     guard(operation, [&] { job(*rank_, 0); });
+  }
+
+  // Every process's `values` added up in the canonical tree over the ranks (collective).
+  void sum_over_processes(const char* operation, TensorView<double, 1> values) {
+    guard(operation, [&] { communicator_.all_reduce_canonical(values); });
   }
 
  private:

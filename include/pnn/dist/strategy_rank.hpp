@@ -5,17 +5,23 @@
 // communicator. The StrategyRank concept says what a rank type provides:
 //   R(comm, seed, options)                    built on its own thread (collectively with the others)
 //   R::rows(batch, rank, ranks)               which rows of a global batch of `batch` rows this rank
-//                                             needs: Distributed hands it exactly those (BatchRows)
+//                                             needs (BatchRows, core/batch_rows.hpp): the one place a
+//                                             strategy says so. Distributed hands the rank exactly those,
+//                                             and under Mpi the process gathers only those samples
+//                                             (Distributed::rows_held)
 //   train_step(inputs, targets, part, optimizer, loss)    one pass on its rows of rows `part` of the
 //                                             step's global batch (a BatchPart; the whole batch unless the
 //                                             step accumulates gradients over passes); returns the mean
 //                                             loss of the pass's rows. The pass that ends the batch updates.
-//   predict(inputs), gather(model), scatter(model), statistics()
+//   predict(inputs, batch)                    outputs for a batch of `batch` rows, handed every row of its
+//                                             inputs or the rank's rows(batch).inputs: the outputs of the rows
+//                                             it was handed, or of the whole batch (a pipeline's every stage)
+//   gather(model), scatter(model), statistics()
 //   gather_optimizer_state(caller, layout), scatter_optimizer_state(caller, state)   the whole model's
 //                                             optimiser state, for checkpoints (gather_optimizer_state below)
-// The shared parts are written once here: batch_share (the row formula of data-parallel shares and
-// pipeline micro-batches), and RankBookkeeping (the rank's own optimiser following the caller's, the
-// update after the reduction, the step timing and the end-of-step statistics).
+// The shared parts are written once here and in core/batch_rows.hpp: batch_share (the row formula of
+// data-parallel shares and pipeline micro-batches), and RankBookkeeping (the rank's own optimiser following the
+// caller's, the update after the reduction, the step timing and the end-of-step statistics).
 #pragma once
 
 #include <any>
@@ -27,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "pnn/core/batch_rows.hpp"
 #include "pnn/core/batch_sum.hpp"
 #include "pnn/core/error.hpp"
 #include "pnn/core/tensor.hpp"
@@ -35,23 +42,6 @@
 #include "pnn/optim/optimizer.hpp"
 
 namespace pnn {
-
-// Rows [begin, begin + count) of a batch.
-struct RowRange {
-  index begin = 0, count = 0;
-};
-
-// Part `part` of `parts` of a batch of `batch` rows: rows [batch part / parts, batch (part + 1) / parts).
-// Parts differ by at most one row, and a part may be empty.
-constexpr RowRange batch_share(index batch, index part, index parts) {
-  const index begin = batch * part / parts;
-  return {begin, batch * (part + 1) / parts - begin};
-}
-
-// The rows of the global batch's inputs and targets a rank needs (Distributed gives it those only).
-struct BatchRows {
-  RowRange inputs, targets;
-};
 
 // The rank's own optimiser, its step timing and its statistics, for any strategy rank to hold.
 template <class T, class D>
@@ -242,7 +232,9 @@ concept StrategyRank =
       {
         rank.train_step(inputs, inputs, part, optimizer, strategy_detail::AnyLoss{})
       } -> std::convertible_to<typename Model::value_type>;
-      { rank.predict(inputs) } -> std::same_as<TensorView<const typename Model::value_type, 2, typename Model::device>>;
+      {
+        rank.predict(inputs, batch)
+      } -> std::same_as<TensorView<const typename Model::value_type, 2, typename Model::device>>;
       rank.gather(whole);
       rank.scatter(source);
       {

@@ -7,6 +7,14 @@
 // so switching the parallel strategy does not change the training program. Batches are made on the host;
 // a model on a device (Net::on<pnn::cuda>) receives a copy of each on its device.
 //
+// Data per process: a model whose processes need only some rows of each batch (Distributed under Mpi,
+// dist/distributed.hpp) says so with rows_held(batch) -> BatchRows; fit() and evaluate() then gather only
+// those samples (in the serial run's order: data/batcher.hpp) and hand them with the batch's BatchPart.
+// evaluate() scores the target rows a process holds (model.predict_held(inputs, batch)) and adds the
+// processes' loss sums and correct counts with model.sum_over_processes(values), in the canonical tree,
+// so the split evaluation is serial evaluation to the bit. A model without these members (a serial one,
+// or an in-process group) holds every row, and the same code runs with nothing to add.
+//
 // Checkpoints (io/checkpoint.hpp): with FitOptions::checkpoint_path, fit() writes one when it ends and,
 // with checkpoint_every, every so many steps; with resume_from it continues the run that wrote one as if
 // it had not stopped: the same batches in the same order, the same optimiser state and step count, the
@@ -47,6 +55,7 @@
 
 #include <unistd.h>
 
+#include "pnn/core/batch_rows.hpp"
 #include "pnn/data/batcher.hpp"
 #include "pnn/data/dataset.hpp"
 #include "pnn/io/checkpoint.hpp"
@@ -145,6 +154,27 @@ TensorView<const T, 2, cpu> on_host(TensorView<const T, 2, D> output, Tensor<T, 
 }  // namespace detail
 
 namespace detail {
+// The rows of a global batch of `batch` rows this process holds: every row, unless the model says.
+template <class Model>
+BatchRows rows_held(const Model& model, index batch) {
+  if constexpr (requires {
+                  { model.rows_held(batch) } -> std::same_as<BatchRows>;
+                })
+    return model.rows_held(batch);
+  else return BatchRows::whole(batch);
+}
+// The outputs of this process's target rows of a batch of `batch` rows, given its input rows.
+template <class Model, class Inputs>
+auto predict_held(Model& model, Inputs inputs, index batch) {
+  if constexpr (requires { model.predict_held(inputs, batch); }) return model.predict_held(inputs, batch);
+  else return model.predict(inputs);
+}
+// Every process's values added up in the canonical tree (nothing to add for a model in one process).
+template <class Model>
+void sum_over_processes(Model& model, TensorView<double, 1> values) {
+  if constexpr (requires { model.sum_over_processes(values); }) model.sum_over_processes(values);
+}
+
 // Whether a loss takes the targets a dataset's batches hold: class labels (a Dataset) or target rows (a
 // RegressionDataset), for a model of value type T.
 template <class LossFunction, class Data, class T>
@@ -158,6 +188,9 @@ inline constexpr bool holds_class_labels = std::is_same_v<Data, Dataset>;
 
 // Mean loss (and, for a classifier, accuracy) of the model's predictions on a whole dataset. For a model on
 // another device the predictions are copied to the host, where the loss and the accuracy are computed.
+// Each process of a distributed model scores the rows it holds; the batches' loss sums (each the canonical
+// tree over the batch's chunks, as serial evaluation's) and the correct count are added over the
+// processes, then the batches' sums in order, as serial evaluation adds them (collective).
 template <class Model, BatchableDataset Data, class LossFunction = SoftmaxCrossEntropy>
 Evaluation evaluate(Model& model, const Data& data, index batch_size = 1000, const LossFunction& loss = {}) {
   using T = typename Model::value_type;
@@ -172,23 +205,30 @@ Evaluation evaluate(Model& model, const Data& data, index batch_size = 1000, con
   detail::StagedBatch<batch_type<Data, T>, typename Model::device> staged;
   Tensor<T, 2> host_output;
   std::vector<index> order(static_cast<std::size_t>(batch_size));
-  double loss_sum = 0;
-  index correct = 0;
-  for (index begin = 0; begin < data.size(); begin += batch_size) {
-    const index count = std::min(batch_size, data.size() - begin);
+  const index batches = (data.size() + batch_size - 1) / batch_size;
+  // sums[b]: batch b's loss sum over the rows this process holds; sums[batches]: its correct predictions.
+  Tensor<double, 1> sums(Extents<1>{batches + 1});  // zeros
+  for (index b = 0; b < batches; ++b) {
+    const index begin = b * batch_size, count = std::min(batch_size, data.size() - begin);
     order.resize(static_cast<std::size_t>(count));
     std::iota(order.begin(), order.end(), begin);
-    copy_samples(data, std::span<const index>(order), batch);
-    const auto output =
-        detail::on_host(model.predict(detail::on_model_device(std::as_const(batch), staged).first), host_output);
+    const BatchRows held = detail::rows_held(model, count);
+    copy_samples(data, std::span<const index>(order), batch, held);
+    const auto output = detail::on_host(
+        detail::predict_held(model, detail::on_model_device(std::as_const(batch), staged).first, count), host_output);
     const auto targets = batch_targets(batch);
-    loss_sum += loss.sum(output, targets, TensorView<T, 2>{}, BatchPart::whole(count));
-    if constexpr (detail::holds_class_labels<Data>) correct += count_correct(output, targets);
+    if (held.targets.count > 0)
+      sums[b] = loss.sum(output, targets, TensorView<T, 2>{}, BatchPart{count, held.targets.begin, held.targets.count});
+    if constexpr (detail::holds_class_labels<Data>)
+      sums[batches] += static_cast<double>(count_correct(output, targets));
   }
+  detail::sum_over_processes(model, sums.view());
+  double loss_sum = 0;
+  for (index b = 0; b < batches; ++b) loss_sum += sums[b];
   result.samples = data.size();
   if (data.size() > 0) {
     result.loss = loss_sum / static_cast<double>(data.size());
-    result.accuracy = static_cast<double>(correct) / static_cast<double>(data.size());
+    result.accuracy = sums[batches] / static_cast<double>(data.size());
   }
   return result;
 }
@@ -354,8 +394,8 @@ std::vector<EpochMetrics> fit(Model& model,
       double step_loss = 0;
       index offset = 0;
       for (index j = 0; j < group; ++j) {
-        PNN_CHECK(batcher.next(batch), Error, "fit: the batcher ran out of batches at batch ", batch_in_epoch, " of ",
-                  batches);
+        PNN_CHECK(batcher.next(batch, [&](index count) { return detail::rows_held(model, count); }), Error,
+                  "fit: the batcher ran out of batches at batch ", batch_in_epoch, " of ", batches);
         const auto [inputs, targets] = detail::on_model_device(std::as_const(batch), staged);
         const T value = train_step(model, inputs, targets, optimizer, loss, BatchPart{step_rows, offset, batch.size()});
         PNN_CHECK(std::isfinite(static_cast<double>(value)), Error, "training diverged: the loss is ", value,
