@@ -21,7 +21,8 @@ meson test -C "$build" --num-processes "$(nproc)" --print-errorlogs
 # carry function names; rebuild with -g for lines). Not test_dist, which runs under ThreadSanitizer at -O2
 # below; nor the failure matrix (processes killed and stopped: nothing a sanitizer watches), the CUDA,
 # compile-failure or benchmark targets, nor the source checks (format, layering), nor the packaging check
-# (it builds its own projects, without sanitizers).
+# (it builds its own projects, without sanitizers), nor the PyTorch interchange (PyTorch's own libraries are
+# not instrumented; test_io covers the same conversions).
 # tests/sanitizers/suppressions.txt says which leaks are not pnn's (OpenMPI's); they are told by the full
 # stack of each allocation, which the slow unwinder records (OpenMPI has no frame pointers).
 san=${PNN_SANITIZE_BUILD_DIR:-build-sanitize}
@@ -36,7 +37,8 @@ build = os.path.realpath(sys.argv[1])
 def introspect(what):
     return json.loads(subprocess.run(["meson", "introspect", build, what], capture_output=True, check=True).stdout)
 tests = [t for t in introspect("--tests") if "pnn:compile_fail" not in t["suite"] and t["name"] not in
-         ("format", "layering", "layering_self_test", "dist", "packaging") and not t["name"].startswith("dist_mpi_failure_")]
+         ("format", "layering", "layering_self_test", "dist", "packaging",
+                         "pytorch_interop") and not t["name"].startswith("dist_mpi_failure_")]
 wanted = {target for t in tests for target in t["depends"]}
 print(" ".join(sorted(os.path.relpath(f, build) for target in introspect("--targets") if target["id"] in wanted
                       for f in target["filename"])))

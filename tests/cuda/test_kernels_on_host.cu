@@ -2,8 +2,9 @@
 // these cases run on every machine that builds the CUDA tests, CI included.
 //
 // Each kernel of include/pnn/cuda/ is a grid-stride loop around a __host__ __device__ function of one
-// element (kernels.cuh: im2col, col2im, max and average pooling; loss/softmax_cross_entropy.hpp: a row
-// of softmax cross-entropy, which loss.cuh's kernel and the CPU loss both loop over), and a fused
+// element (kernels.cuh: im2col, col2im, max and average pooling, the per-sample transpose;
+// loss/softmax_cross_entropy.hpp: a row of softmax cross-entropy, which loss.cuh's kernel and the CPU loss
+// both loop over), and a fused
 // expression runs its kernel form (executor.cuh: leaves, scalars, nodes, assignments) at each element.
 // Calling those same functions for every element here tests their index arithmetic, window ranges,
 // tie-breaking, broadcasting and operand order without a device. The
@@ -190,6 +191,20 @@ TEST_CASE("cuda.on_host.average_pooling") {
       cuda_detail::avg_pool_backward_element(output_gradient.data(), g, e, scale, gradient.data());
     });
     check_equal_to_cpu("average pooling's gradient", expected_gradient, gradient, 1e-6);
+  }
+}
+
+TEST_CASE("cuda.on_host.transpose_samples") {
+  for (const auto& [rows, cols] : {std::pair<pnn::index, pnn::index>{49, 32}, {3, 1}, {1, 5}, {12, 7}}) {
+    CAPTURE(rows);
+    CAPTURE(cols);
+    const auto input = random_tensor<float>(Extents<2>{batch, rows * cols}, 7);
+    Tensor<float, 2> expected(input.shape()), output(input.shape());
+    transpose_samples(input.view(), rows, cols, expected.view());
+    for_each_element(output.size(), [&](pnn::index e) {
+      cuda_detail::transpose_samples_element(input.data(), rows, cols, e, output.data());
+    });
+    check_equal_to_cpu("transpose_samples", expected, output, 0);
   }
 }
 

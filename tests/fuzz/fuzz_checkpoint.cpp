@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz::CheckpointNet net(fuzz::model_seed);
   fuzz::CheckpointOptimizer optimizer({.learning_rate = 0.01});
   {
-    pnn::Tensor<float, 2> inputs(pnn::Extents<2>{2, 4});
+    pnn::Tensor<float, 2> inputs(pnn::Extents<2>{2, fuzz::CheckpointNet::input_shape::size});
     for (pnn::index i = 0; i < inputs.size(); ++i) inputs.data()[i] = 0.25f * static_cast<float>(i % 5) - 0.5f;
     pnn::Tensor<std::int32_t, 1> labels(pnn::Extents<1>{2});
     labels[0] = 0;

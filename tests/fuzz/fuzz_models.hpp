@@ -6,8 +6,12 @@
 
 namespace fuzz {
 
-using WeightsNet = pnn::BasicSequential<float, pnn::cpu, pnn::Input<4>, pnn::Dense<3>, pnn::ReLU, pnn::Dense<2>>;
-using CheckpointNet = pnn::Sequential<pnn::Input<4>, pnn::Dense<3>, pnn::ReLU, pnn::Dropout<30>, pnn::Dense<2>>;
+// A convolution (whose weight files hold in another layout than memory) and BatchNorm (whose
+// num_batches_tracked files hold as int64) in each, so the loads convert.
+using WeightsNet = pnn::BasicSequential<float, pnn::cpu, pnn::Input<2, 3, 3>, pnn::Conv2D<2, 2>, pnn::BatchNorm<>,
+                                        pnn::ReLU, pnn::Flatten, pnn::Dense<2>>;
+using CheckpointNet = pnn::Sequential<pnn::Input<2, 3, 3>, pnn::Conv2D<2, 2>, pnn::BatchNorm<>, pnn::ReLU,
+                                      pnn::Dropout<30>, pnn::Flatten, pnn::Dense<2>>;
 using CheckpointOptimizer = pnn::Optimizer<pnn::Adam>;
 inline constexpr std::uint64_t model_seed = 5;
 

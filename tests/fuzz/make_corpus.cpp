@@ -148,6 +148,10 @@ void safetensors_corpus(const fs::path& dir) {
         safetensors(R"({"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8));
   write(dir / "deep-nesting", safetensors(R"({"a":{"x":)" + std::string(80, '[') + std::string(80, ']') + "}}", 0));
   write(dir / "header-past-the-end", Bytes{0xff, 0, 0, 0, 0, 0, 0, 0, '{', '}'});
+  pnn::SafetensorsFile negative_count = pnn::read_safetensors(dir / "weights");
+  for (auto& tensor : negative_count.tensors)
+    if (tensor.name == "1.num_batches_tracked") tensor.data.assign(8, std::byte{0xff});
+  pnn::write_safetensors(dir / "negative-count", negative_count.tensors, negative_count.metadata);
   Bytes truncated = read(dir / "weights");
   truncated.resize(truncated.size() - 3);
   write(dir / "truncated-weights", truncated);
@@ -156,7 +160,7 @@ void safetensors_corpus(const fs::path& dir) {
 void checkpoint_corpus(const fs::path& dir) {
   fuzz::CheckpointNet net(fuzz::model_seed);
   fuzz::CheckpointOptimizer adam({.learning_rate = 0.01});
-  pnn::Tensor<float, 2> inputs(pnn::Extents<2>{2, 4});
+  pnn::Tensor<float, 2> inputs(pnn::Extents<2>{2, fuzz::CheckpointNet::input_shape::size});
   for (pnn::index i = 0; i < inputs.size(); ++i) inputs.data()[i] = 0.1f * static_cast<float>(i);
   pnn::Tensor<std::int32_t, 1> labels(pnn::Extents<1>{2});
   labels[0] = 1;
@@ -190,7 +194,8 @@ void checkpoint_corpus(const fs::path& dir) {
   with_metadata("steps-not-a-number", "optimizer.steps", "3x");
   with_metadata("no-epoch", "training.epoch", "");
   with_metadata("loss-sum-nan", "training.epoch_loss_sum", "nan");
-  with_metadata("version-2", "pnn.checkpoint", "2");
+  with_metadata("version-1", "pnn.checkpoint", "1");
+  with_metadata("version-3", "pnn.checkpoint", "3");
 }
 
 }  // namespace

@@ -124,11 +124,16 @@ TEST_CASE("checkpoint.file_holds_weights_optimizer_state_and_metadata") {
   for (pnn::index i = 0; i < 3; ++i) step(net, optimizer, i);
   save_checkpoint(net, optimizer, {.step = 3, .seed = 11, .batch_size = batch, .samples_per_epoch = 50}, path);
   const SafetensorsFile file = read_safetensors(path);
+  save(net, scratch("contents-weights.safetensors"));
+  const SafetensorsFile weights_file = read_safetensors(scratch("contents-weights.safetensors"));
   for (const auto& p : net.parameters()) {
     const TensorRecord* weights = file.find(p.name());
+    const TensorRecord* saved = weights_file.find(p.name());
     REQUIRE(weights);
+    REQUIRE(saved);
     CHECK(weights->shape == p.declaration.shape);
-    CHECK(std::memcmp(weights->data.data(), p.value.data(), weights->data.size()) == 0);
+    CHECK(weights->dtype == saved->dtype);
+    CHECK(weights->data == saved->data);  // pnn::save's layouts (PyTorch's)
     if (!p.trainable()) continue;
     for (const char* field : {"first_moment", "second_moment"}) {
       const TensorRecord* state = file.find("optimizer." + p.name() + "." + field);
@@ -137,8 +142,21 @@ TEST_CASE("checkpoint.file_holds_weights_optimizer_state_and_metadata") {
       CHECK(state->dtype == "F32");
     }
   }
-  CHECK(file.tensors.size() == 2 + 4 + 2 + 3 * 4);  // conv, batch norm (2 trainable, 2 buffers), dense; moments
-  CHECK(file.metadata.at("pnn.checkpoint") == "1");
+  // The convolution's optimiser state is laid out as its weight: (F, C, K, K) in the file, (F, K, K, C) in
+  // memory.
+  const auto conv_state = optimizer.state(net.parameters()).tensors.at("0.weight.first_moment");
+  const TensorRecord* conv_file = file.find("optimizer.0.weight.first_moment");
+  REQUIRE(conv_file);
+  REQUIRE(conv_file->shape == std::vector<pnn::index>{2, 1, 3, 3});
+  for (pnn::index f = 0; f < 2; ++f)
+    for (pnn::index k = 0; k < 9; ++k) {
+      float in_file;
+      std::memcpy(&in_file, conv_file->data.data() + 4 * (f * 9 + k), 4);
+      CHECK(in_file == conv_state.data()[f * 9 + k]);  // one channel: (kh, kw) order is the same in both
+    }
+  // conv, batch norm (2 trainable, 3 buffers), dense; moments
+  CHECK(file.tensors.size() == 2 + 5 + 2 + 3 * 4);
+  CHECK(file.metadata.at("pnn.checkpoint") == "2");
   CHECK(file.metadata.at("optimizer.rule") == "Adam");
   CHECK(file.metadata.at("optimizer.steps") == "3");
   CHECK(file.metadata.at("optimizer.hyper_parameters").find("learning_rate=0.01") != std::string::npos);

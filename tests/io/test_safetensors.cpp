@@ -476,6 +476,76 @@ TEST_CASE("safetensors.reader_accepts_what_the_format_allows") {
   CHECK(file.tensors[1].data.size() == 2);
 }
 
+namespace {
+// Three input channels, so that a convolution's memory and file layouts differ; BatchNorm for its count.
+using ConvNet = BasicSequential<float, cpu, Input<3, 4, 5>, Conv2D<2, 3, Pad<1>>, BatchNorm<>, Flatten, Dense<4>>;
+
+float float_at(const TensorRecord& record, pnn::index i) {
+  float value;
+  std::memcpy(&value, record.data.data() + 4 * i, 4);
+  return value;
+}
+}  // namespace
+
+TEST_CASE("safetensors.files_hold_pytorchs_layouts") {
+  TemporaryDirectory directory;
+  const auto path = directory / "conv.safetensors";
+  ConvNet net(4);
+  Tensor<float, 2> x(Extents<2>{2, ConvNet::input_shape::size});
+  for (pnn::index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(i % 7) - 3;
+  for (int pass = 0; pass < 3; ++pass) net.forward(x.view(), /*training=*/true);  // three batches tracked
+  save(net, path);
+  const SafetensorsFile file = read_safetensors(path);
+
+  // The convolution's weight: (F, C, K, K) in the file, as torch.nn.Conv2d's; (F, K, K, C) in memory.
+  const TensorRecord* weight = file.find("0.weight");
+  REQUIRE(weight);
+  REQUIRE(weight->shape == std::vector<pnn::index>{2, 3, 3, 3});
+  const auto& memory = net.parameters()[0].value;
+  for (pnn::index f = 0; f < 2; ++f)
+    for (pnn::index c = 0; c < 3; ++c)
+      for (pnn::index kh = 0; kh < 3; ++kh)
+        for (pnn::index kw = 0; kw < 3; ++kw) {
+          CAPTURE(f);
+          CAPTURE(c);
+          CAPTURE(kh);
+          CAPTURE(kw);
+          CHECK(float_at(*weight, ((f * 3 + c) * 3 + kh) * 3 + kw) == memory[((f * 3 + kh) * 3 + kw) * 3 + c]);
+        }
+
+  // BatchNorm's num_batches_tracked: an int64 scalar counting the training passes, as PyTorch's.
+  const TensorRecord* tracked = file.find("1.num_batches_tracked");
+  REQUIRE(tracked);
+  CHECK(tracked->dtype == "I64");
+  CHECK(tracked->shape.empty());
+  CHECK(tracked->data == as_byte_vector({3, 0, 0, 0, 0, 0, 0, 0}));
+  CHECK(file.tensors.size() == 2 + 5 + 2);
+
+  // Loading converts back: every value, count included, returns to memory bit for bit.
+  ConvNet loaded(5);
+  load(loaded, path);
+  for (std::size_t p = 0; p < net.parameters().size(); ++p)
+    for (pnn::index i = 0; i < net.parameters()[p].value.size(); ++i) {
+      CAPTURE(net.parameters()[p].name());
+      CHECK(std::bit_cast<std::uint32_t>(loaded.parameters()[p].value[i]) ==
+            std::bit_cast<std::uint32_t>(net.parameters()[p].value[i]));
+    }
+
+  // A negative count is refused, naming the tensor, and nothing changes.
+  std::vector<TensorRecord> records = file.tensors;
+  for (auto& record : records)
+    if (record.name == "1.num_batches_tracked")
+      record.data = as_byte_vector({0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff});
+  write_safetensors(directory / "negative.safetensors", records);
+  ConvNet untouched(6);
+  const ConvNet before(6);
+  CHECK_THROWS_WITH_AS(load(untouched, directory / "negative.safetensors"),
+                       doctest::Contains("tensor \"1.num_batches_tracked\" is a count but holds -1"), IoError);
+  for (std::size_t p = 0; p < before.parameters().size(); ++p)
+    for (pnn::index i = 0; i < before.parameters()[p].value.size(); ++i)
+      CHECK(untouched.parameters()[p].value[i] == before.parameters()[p].value[i]);
+}
+
 TEST_CASE("safetensors.readable_by_python_safetensors" * doctest::skip(!python_safetensors)) {
   TemporaryDirectory directory;
   const auto path = directory / "model.safetensors";

@@ -168,7 +168,9 @@ TEST_CASE("conv2d.parameters") {
   const auto parameters = net.parameters();
   REQUIRE(parameters.size() == 2);
   CHECK(parameters[0].name() == "0.weight");
-  CHECK(parameters[0].declaration.shape == std::vector<pnn::index>{64, 3, 3, 16});  // (filters, K, K, C)
+  // PyTorch's (filters, C, K, K), which memory holds as (filters, K, K, C)
+  CHECK(parameters[0].declaration.shape == std::vector<pnn::index>{64, 16, 3, 3});
+  CHECK(parameters[0].declaration.file.memory_axes == std::vector<int>{0, 2, 3, 1});
   CHECK(parameters[0].declaration.fan_in == 16 * 9);
   CHECK(parameters[0].declaration.fan_out == 64 * 9);
   CHECK(parameters[1].declaration.shape == std::vector<pnn::index>{64});

@@ -36,6 +36,28 @@ TEST_CASE("activation.gradients") {
   testing::check_layer<Flatten, Shape<2, 3, 4>>();
 }
 
+// Flatten gives PyTorch's (c, h, w) order of the channels-last (h, w, c) image, and its backward pass
+// returns a gradient to the image's order.
+TEST_CASE("flatten.orders_features_as_pytorch") {
+  BasicSequential<double, cpu, Input<3, 2, 4>, Flatten> net;
+  Tensor<double, 2> x(Extents<2>{2, 24});
+  for (pnn::index s = 0; s < 2; ++s)
+    for (pnn::index h = 0; h < 2; ++h)
+      for (pnn::index w = 0; w < 4; ++w)
+        for (pnn::index c = 0; c < 3; ++c)
+          x(s, (h * 4 + w) * 3 + c) = static_cast<double>(1000 * s + 100 * c + 10 * h + w);
+  const auto y = net.forward(x.view());
+  for (pnn::index s = 0; s < 2; ++s)
+    for (pnn::index c = 0; c < 3; ++c)
+      for (pnn::index h = 0; h < 2; ++h)
+        for (pnn::index w = 0; w < 4; ++w) CHECK(y(s, (c * 2 + h) * 4 + w) == 1000 * s + 100 * c + 10 * h + w);
+  Flatten::layer<double, cpu, Shape<3, 2, 4>> flatten;
+  Flatten::layer<double, cpu, Shape<3, 2, 4>>::State state;
+  Tensor<double, 2> dx(Extents<2>{2, 24});
+  flatten.backward(x.view(), y, y, dx.view(), state, Context{});
+  for (pnn::index i = 0; i < x.size(); ++i) CHECK(dx.data()[i] == x.data()[i]);
+}
+
 TEST_CASE("activation.values") {
   BasicSequential<double, cpu, Input<4>, ReLU> relu_net;
   Tensor<double, 2> x({1, 4}, {-2, -0.5, 0.5, 3});

@@ -145,9 +145,12 @@ TEST_CASE("batch_norm.running_statistics_follow_pytorch") {
 
 TEST_CASE("batch_norm.declarations_and_errors") {
   BasicSequential<float, cpu, Input<3, 4, 4>, BatchNorm<>> net;
-  CHECK(parameter_names(net) == std::vector<std::string>{"0.weight", "0.bias", "0.running_mean", "0.running_var"});
+  CHECK(parameter_names(net) ==
+        std::vector<std::string>{"0.weight", "0.bias", "0.running_mean", "0.running_var", "0.num_batches_tracked"});
   for (const auto& p : net.parameters()) {
-    CHECK(p.declaration.shape == std::vector<pnn::index>{3});
+    const bool count = p.name() == "0.num_batches_tracked";
+    CHECK(p.declaration.shape == (count ? std::vector<pnn::index>{} : std::vector<pnn::index>{3}));
+    CHECK(p.declaration.file.count == count);
     CHECK(p.trainable() == (p.name() == "0.weight" || p.name() == "0.bias"));
   }
   CHECK(net.parameter_count() == 6);

@@ -5,7 +5,8 @@
 //   expressions   Executor<D>: assign, evaluate (fused), sum, maximum, minimum      (core/executor.hpp)
 //   time          Timeline<D>: marks on the device's progress, for statistics       (core/timeline.hpp)
 //   products      gemm(a, b, c, options), add_column_sums(m, dst)                   (core/linalg.hpp)
-//   windows       im2col, col2im, max_pool_forward/backward, avg_pool_forward/backward  (core/window.hpp)
+//   windows       im2col, col2im, max_pool_forward/backward, avg_pool_forward/backward,
+//                 transpose_samples                                                   (core/window.hpp)
 //   transfers     copy(host -> D), copy(D -> host), copy(D -> D)                    (core/tensor.hpp)
 //
 // Each device's side lives in its own folder and is checked against this concept right there:
@@ -44,6 +45,7 @@ concept Backend =
       max_pool_backward(a, argmax_source, geometry, c);
       avg_pool_forward(a, geometry, c);
       avg_pool_backward(a, geometry, c);
+      transpose_samples(a, index{1}, index{1}, c);
       copy(host_source, vector);
       copy(const_vector, host_destination);
       copy(const_vector, vector);

@@ -1,6 +1,7 @@
 // pnn/core/parameter.hpp: the vocabulary of parameters, shared by layers (which declare and bind them),
 // models (which own their storage), optimisers (which update them) and files (which save them):
-//   Init, ParameterDeclaration(s)    what a layer declares: name, shape, initialiser, fan-in/out, layer
+//   Init, ParameterDeclaration(s)    what a layer declares: name, shape, initialiser, fan-in/out, layer,
+//                                    and how memory holds the tensor when not as its files do (FileLayout)
 //   Parameter<T, D>                  a declaration with views of its value and gradient in flat storage
 //   ParameterCursor<T, D>            hands a model's parameters to its layers' bind() in order
 //   initialise_parameter, parameter_stream    the initial values, drawn from a stream named after the parameter
@@ -32,14 +33,28 @@ enum class Init {
   xavier_normal,   // N(0, 2 / (fan_in + fan_out))
 };
 
+// How memory holds a tensor whose files (io/) hold it in PyTorch's layout, when the two differ. The
+// declared shape is always PyTorch's, so a saved model loads into the torch.nn module of the same layers.
+struct FileLayout {
+  // Memory holds the declared shape's axes in this order, row-major: a convolution's weight, declared
+  // (F, C, K, K) as PyTorch's, is held (F, K, K, C) to match channels-last images: {0, 2, 3, 1}.
+  // Empty: memory is row-major over the declared shape, as files are.
+  std::vector<int> memory_axes;
+  // A count (BatchNorm's num_batches_tracked), held in the model's scalar type and stored in files as
+  // PyTorch's int64. A float holds every count exactly up to 2^24, a double up to 2^53.
+  bool count = false;
+  bool operator==(const FileLayout&) const = default;
+};
+
 struct ParameterDeclaration {
-  std::string name;  // full name, e.g. "3.body.0.weight"
-  std::vector<index> shape;
+  std::string name;          // full name, e.g. "3.body.0.weight"
+  std::vector<index> shape;  // PyTorch's shape, as files hold it (see FileLayout for memory)
   Init init = Init::zeros;
   index fan_in = 1;
   index fan_out = 1;
   bool trainable = true;  // false for buffers: saved and loaded, never optimised (running statistics)
   std::size_t layer = 0;  // the number of the model's layer that declared it (its name's first part)
+  FileLayout file{};      // how memory differs from files, if it does
   index size() const {
     index n = 1;
     for (index d : shape) n *= d;
@@ -50,11 +65,17 @@ struct ParameterDeclaration {
 // Collects the declarations of a whole model in order; nested layers push a name prefix.
 class ParameterDeclarations {
  public:
-  void parameter(std::string_view name, std::vector<index> shape, Init init, index fan_in = 1, index fan_out = 1) {
-    entries_.push_back({prefix_ + std::string(name), std::move(shape), init, fan_in, fan_out, true, layer_});
+  void parameter(std::string_view name, std::vector<index> shape, Init init, index fan_in = 1, index fan_out = 1,
+                 std::vector<int> memory_axes = {}) {
+    entries_.push_back({prefix_ + std::string(name), std::move(shape), init, fan_in, fan_out, true, layer_,
+                        FileLayout{std::move(memory_axes), false}});
   }
   void buffer(std::string_view name, std::vector<index> shape, Init init) {
-    entries_.push_back({prefix_ + std::string(name), std::move(shape), init, 1, 1, false, layer_});
+    entries_.push_back({prefix_ + std::string(name), std::move(shape), init, 1, 1, false, layer_, {}});
+  }
+  // A scalar count buffer, zero at first, that files store as int64 (FileLayout::count).
+  void count(std::string_view name) {
+    entries_.push_back({prefix_ + std::string(name), {}, Init::zeros, 1, 1, false, layer_, FileLayout{{}, true}});
   }
   // Declarations made inside `body` belong to layer `number` and are named "<number>.<name>". Only the
   // outermost call sets the layer: the layers inside a Residual belong to the model's layer that holds it.

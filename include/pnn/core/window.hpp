@@ -1,5 +1,6 @@
 // pnn/core/window.hpp: the geometry of a window sliding over an image (convolution and pooling), and the
-// argument checks of the window kernels (im2col, col2im, pooling), which every device's implementation
+// argument checks of the window kernels (im2col, col2im, pooling, and the per-sample transpose Flatten
+// uses), which every device's implementation
 // shares so that a bad call gets the same message whatever the device. The kernels themselves are a
 // device's: cpu/kernels.hpp, cuda/kernels.cuh (core/backend.hpp lists them).
 //
@@ -119,6 +120,14 @@ void check_max_pool_backward(const Gradient& output_gradient, const Argmax& argm
   check_pool_backward(output_gradient, geometry, input_gradient, "max_pool_backward");
   PNN_CHECK(argmax.shape() == output_gradient.shape(), ShapeError, "max_pool_backward: argmax has shape ",
             format_extents<2>(argmax.shape()), ", the output gradient ", format_extents<2>(output_gradient.shape()));
+}
+// transpose_samples: each batch row holds a sample as a rows x cols matrix, row-major; the output row
+// holds its transpose. Flatten turns channels-last images into PyTorch's (c, h, w) order with it.
+template <class Input, class Output>
+void check_transpose_samples(const Input& input, index rows, index cols, const Output& output) {
+  PNN_CHECK(rows > 0 && cols > 0 && input.dim(1) == rows * cols && output.shape() == input.shape(), ShapeError,
+            "transpose_samples: a batch of shape ", format_extents<2>(input.shape()), " into ",
+            format_extents<2>(output.shape()), " does not hold ", rows, " x ", cols, " samples");
 }
 }  // namespace detail
 

@@ -1,5 +1,6 @@
-// pnn/cpu/kernels.hpp: the CPU kernels behind the convolution and pooling layers: im2col / col2im, max
-// and average pooling forward and backward (their geometry and argument checks: core/window.hpp).
+// pnn/cpu/kernels.hpp: the CPU kernels behind the convolution, pooling and flatten layers: im2col /
+// col2im, max and average pooling forward and backward, the per-sample transpose (their geometry and
+// argument checks: core/window.hpp).
 //
 // Every kernel here walks windows with the channel index innermost, so its inner loops run over
 // contiguous memory and vectorise. No loop tests borders per element: im2col reads from a zero-bordered
@@ -76,7 +77,7 @@ inline bool windows_tile_input(const ConvolutionGeometry& g) {
 
 // columns(s * OH * OW + oh * OW + ow, (kh * K + kw) * C + c) = padded input s at (oh*S + kh, ow*S + kw, c).
 // input is (samples, H*W*C); columns is (samples * OH*OW, K*K*C). A convolution is then columns * W^T
-// with the weights stored (filters, K, K, C).
+// with the weights held (filters, K, K, C) in memory (files hold PyTorch's (filters, C, K, K): io/).
 //
 // Each sample is first copied into a zero-bordered image, so every window row is one contiguous run with
 // no border cases. Runs are copied in whole vector blocks, spilling into the start of the next run (which
@@ -294,6 +295,25 @@ void avg_pool_backward(TensorView<const T, 2, cpu> output_gradient, const Convol
           }
       }
     }
+  }
+}
+
+// output row = the transpose of the input row's rows x cols matrix, for every sample. Tiles of 8 x 8 keep
+// both the reads and the writes of a tile within a few cache lines.
+template <class T>
+void transpose_samples(TensorView<const T, 2, cpu> input, index rows, index cols, TensorView<T, 2, cpu> output) {
+  detail::check_transpose_samples(input, rows, cols, output);
+  constexpr index tile = 8;
+  const index sample_size = rows * cols;
+  for (index s = 0; s < input.dim(0); ++s) {
+    const T* from = input.data() + s * sample_size;
+    T* to = output.data() + s * sample_size;
+    for (index r0 = 0; r0 < rows; r0 += tile)
+      for (index c0 = 0; c0 < cols; c0 += tile) {
+        const index r1 = std::min(r0 + tile, rows), c1 = std::min(c0 + tile, cols);
+        for (index r = r0; r < r1; ++r)
+          for (index c = c0; c < c1; ++c) to[c * rows + r] = from[r * cols + c];
+      }
   }
 }
 

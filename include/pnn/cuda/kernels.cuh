@@ -1,6 +1,6 @@
-// pnn/cuda/kernels.cuh: the convolution and pooling kernels for cuda tensors: im2col / col2im, max and
-// average pooling forward and backward, with the semantics of cpu/kernels.hpp (channels-last (H, W, C)
-// samples, argmax offsets into the sample's row, ties to the first maximum in window order).
+// pnn/cuda/kernels.cuh: the convolution, pooling and flatten kernels for cuda tensors: im2col / col2im,
+// max and average pooling forward and backward, the per-sample transpose, with the semantics of cpu/kernels.hpp
+// (channels-last (H, W, C) samples, argmax offsets into the sample's row, ties to the first maximum in window order).
 //
 // One thread per output element, grid-stride, 64-bit indices. The backward kernels (col2im, pooling
 // backward) GATHER: each input element adds the contributions of the windows that contain it, in the
@@ -193,6 +193,22 @@ PNN_KERNEL void avg_pool_backward_kernel(const T* output_gradient, ConvolutionGe
     avg_pool_backward_element(output_gradient, g, e, scale, input_gradient);
 }
 
+// Output element e of a sample is (c, r) of the transpose, read from (r, c) of the input's rows x cols
+// sample.
+template <class T>
+PNN_HOST_DEVICE inline void transpose_samples_element(const T* input, index rows, index cols, index e, T* output) {
+  const index sample_size = rows * cols;
+  const index sample = e / sample_size, within = e % sample_size;
+  const index c = within / rows, r = within % rows;
+  output[e] = input[sample * sample_size + r * cols + c];
+}
+
+template <class T>
+PNN_KERNEL void transpose_samples_kernel(const T* input, index rows, index cols, index total, T* output) {
+  for (index e = global_thread(); e < total; e += grid_threads())
+    transpose_samples_element(input, rows, cols, e, output);
+}
+
 // The device of `memory` made current, and its stream and grid for `total` elements.
 struct Launch {
   explicit Launch(const void* memory, index total)
@@ -272,6 +288,14 @@ void avg_pool_backward(TensorView<const T, 2, cuda> output_gradient, const Convo
   cuda_detail::launch_over("avg_pool_backward_kernel", input_gradient.data(), total,
                            cuda_detail::avg_pool_backward_kernel<T>, output_gradient.data(), geometry, total, scale,
                            input_gradient.data());
+}
+
+template <class T>
+void transpose_samples(TensorView<const T, 2, cuda> input, index rows, index cols, TensorView<T, 2, cuda> output) {
+  detail::check_transpose_samples(input, rows, cols, output);
+  const index total = output.size();
+  cuda_detail::launch_over("transpose_samples_kernel", output.data(), total, cuda_detail::transpose_samples_kernel<T>,
+                           input.data(), rows, cols, total, output.data());
 }
 
 }  // namespace pnn

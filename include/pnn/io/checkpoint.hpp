@@ -8,10 +8,10 @@
 // run may be resumed with another strategy or number of ranks.
 //
 // A checkpoint is a safetensors file (io/safetensors.hpp) holding
-//   - the model's parameters and buffers under the names and shapes pnn::save uses ("0.weight"), so it
-//     also opens as a weights file (in PyTorch too);
+//   - the model's parameters and buffers under the names, shapes and layouts pnn::save uses (PyTorch's:
+//     "0.weight", a convolution's (F, C, K, K)), so it also opens as a weights file (in PyTorch too);
 //   - the optimiser's state as "optimizer.<parameter>.<field>" ("optimizer.0.weight.velocity"), each
-//     shaped as its parameter; the fields are those the rule's State names (Optimizer::state);
+//     shaped and laid out as its parameter; the fields are those the rule's State names (Optimizer::state);
 //   - in "__metadata__": "pnn.checkpoint" (the format version), "model.summary", "model.seed",
 //     "optimizer.rule", "optimizer.hyper_parameters" (informative: a resumed run uses the caller's),
 //     "optimizer.steps", and the TrainingPosition as "training.*".
@@ -74,7 +74,9 @@ concept CheckpointableOptimizer = requires(O& optimizer, const O& const_optimize
 
 namespace detail::checkpoint {
 
-inline constexpr std::string_view format_version = "1";
+// Version 2: PyTorch's layouts (a convolution's weight (F, C, K, K), Flatten's (c, h, w) order, BatchNorm's
+// num_batches_tracked). Version 1 files held pnn's memory layouts and are refused.
+inline constexpr std::string_view format_version = "2";
 inline constexpr std::string_view optimizer_prefix = "optimizer.";
 
 template <class Number>
@@ -151,11 +153,6 @@ std::vector<std::string> state_fields() {
   return fields;
 }
 
-template <class T>
-std::span<const std::byte> bytes_of(const T* data, index size) {
-  return std::as_bytes(std::span<const T>(data, static_cast<std::size_t>(size)));
-}
-
 }  // namespace detail::checkpoint
 
 // Writes the model's weights and buffers, the optimiser's state and `position` to `path`, atomically.
@@ -180,16 +177,14 @@ void save_checkpoint(const M& model, const O& optimizer, const TrainingPosition&
   const std::vector<std::string> fields = state_fields<O>();
   std::vector<std::string> names;  // the optimiser tensors' names, alive until the file is written
   names.reserve(source.parameters().size() * fields.size());
-  std::vector<detail::safetensors::TensorBytes> views;
-  for (const auto& p : source.parameters())
-    views.push_back({p.name(), safetensors_dtype<T>(), p.declaration.shape, bytes_of(p.value.data(), p.value.size())});
+  auto tensors = detail::safetensors::value_tensors<T, const T>(source.parameters());
   for (const auto& p : source.parameters()) {
     if (!p.trainable()) continue;
     for (const auto& field : fields) {
       const auto& tensor = state.tensors.at(p.name() + "." + field);
       names.push_back(std::string(optimizer_prefix) + p.name() + "." + field);
-      views.push_back(
-          {names.back(), safetensors_dtype<T>(), p.declaration.shape, bytes_of(tensor.data(), tensor.size())});
+      tensors.push_back({names.back(), p.declaration.shape, &p.declaration.file,
+                         std::span<const T>(tensor.data(), static_cast<std::size_t>(tensor.size()))});
     }
   }
   const std::map<std::string, std::string> metadata = {
@@ -211,7 +206,7 @@ void save_checkpoint(const M& model, const O& optimizer, const TrainingPosition&
       {"training.epoch_loss_sum", text(position.epoch_loss_sum)},
       {"training.epoch_samples", text(position.epoch_samples)},
   };
-  write_file_atomically(path, detail::safetensors::encode(path, views, metadata));
+  write_file_atomically(path, detail::safetensors::encode_model<T>(path, tensors, metadata));
 }
 
 // Restores the model's weights and buffers and the optimiser's state from `path`, and returns where the
@@ -249,24 +244,17 @@ TrainingPosition load_checkpoint(M& model, O& optimizer, const std::filesystem::
   std::vector<std::string> names;
   const std::vector<std::string> fields = state_fields<O>();
   names.reserve(weights.parameters().size() * fields.size());
-  std::vector<detail::safetensors::TensorBytes> views;
-  std::vector<std::span<std::byte>> destinations;
-  for (const auto& p : weights.parameters()) {
-    views.push_back({p.name(), safetensors_dtype<T>(), p.declaration.shape, {}});
-    destinations.push_back(
-        std::as_writable_bytes(std::span<T>(p.value.data(), static_cast<std::size_t>(p.value.size()))));
-  }
+  auto tensors = detail::safetensors::value_tensors<T, T>(weights.parameters());
   for (const auto& p : weights.parameters()) {
     if (!p.trainable()) continue;
     for (const auto& field : fields) {
       auto& tensor = state.tensors.at(p.name() + "." + field);
       names.push_back(std::string(optimizer_prefix) + p.name() + "." + field);
-      views.push_back({names.back(), safetensors_dtype<T>(), p.declaration.shape, {}});
-      destinations.push_back(
-          std::as_writable_bytes(std::span<T>(tensor.data(), static_cast<std::size_t>(tensor.size()))));
+      tensors.push_back({names.back(), p.declaration.shape, &p.declaration.file,
+                         std::span<T>(tensor.data(), static_cast<std::size_t>(tensor.size()))});
     }
   }
-  detail::safetensors::copy_into(path, file, views, destinations);
+  detail::safetensors::decode_model<T>(path, file, tensors);
 
   TrainingPosition position;
   position.step = metadata.count("training.step");

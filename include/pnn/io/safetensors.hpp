@@ -9,8 +9,11 @@
 // The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length N; N
 // bytes of UTF-8 JSON mapping each tensor's name to {"dtype", "shape", "data_offsets": [begin, end]},
 // plus an optional "__metadata__" object of strings; then the tensors' bytes, little-endian, row-major,
-// back to back. pnn writes the parameters of a model under its names ("0.weight", shape [out, in]), so a
-// file opens in PyTorch (safetensors.torch.load_file) and a PyTorch state dict of the same layers loads.
+// back to back. pnn writes the parameters and buffers of a model under PyTorch's names, shapes, layouts
+// and dtypes ("0.weight" of a Conv2D is (F, C, K, K), a BatchNorm's "num_batches_tracked" an int64), so
+// model.load_state_dict(safetensors.torch.load_file(path), strict=True) on the torch.nn module of the
+// same layers loads it as it is, and a state dict saved from that module loads into pnn. Where memory
+// holds a tensor otherwise (core/parameter.hpp, FileLayout), saving and loading convert.
 //
 // The header is parsed here rather than by a JSON library: its schema is fixed and small, and every
 // translation unit that saves or loads a model includes this header, where a JSON library costs seconds
@@ -25,6 +28,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -620,12 +624,6 @@ class InputFile {
   std::uint64_t size_ = 0;
 };
 
-// Checks that `file` (read from `path`) holds exactly `tensors` (names, dtypes, shapes), then copies its
-// data into them. Nothing is written unless everything matches, so a failed load leaves the destination as
-// it was.
-inline void copy_into(const std::filesystem::path& path, const SafetensorsFile& file,
-                      std::span<const TensorBytes> tensors, std::span<const std::span<std::byte>> destinations);
-
 }  // namespace detail::safetensors
 
 // Writes `tensors` (each record's data must hold product(shape) elements of its dtype) and `metadata` to
@@ -674,30 +672,127 @@ inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   return result;
 }
 
-inline void detail::safetensors::copy_into(const std::filesystem::path& path, const SafetensorsFile& file,
-                                           std::span<const TensorBytes> tensors,
-                                           std::span<const std::span<std::byte>> destinations) {
+// A model's tensor as files hold it: PyTorch's name, shape and layout, the element type T, or int64 for
+// a count (core/parameter.hpp, FileLayout); and the memory that holds it (T is const when saving).
+template <class T>
+struct ModelTensor {
+  std::string_view name;
+  std::span<const index> shape;
+  const FileLayout* layout;
+  std::span<T> memory;
+};
+
+namespace detail::safetensors {
+
+inline std::string_view file_dtype(const FileLayout& layout, std::string_view element_dtype) {
+  return layout.count ? std::string_view("I64") : element_dtype;
+}
+
+// Calls visit(file offset, memory offset) for every element of a tensor of `shape` (row-major in files)
+// that memory holds with its axes in the order `memory_axes`. A layout that is not a permutation of the
+// shape's axes is a bug in the layer that declared it.
+template <class Visit>
+void for_each_element(std::string_view name, std::span<const index> shape, std::span<const int> memory_axes,
+                      Visit&& visit) {
+  const std::size_t rank = shape.size();
+  std::vector<int> seen(rank, 0);
+  bool permutation = memory_axes.size() == rank;
+  for (const int axis : memory_axes)
+    permutation = permutation && axis >= 0 && static_cast<std::size_t>(axis) < rank && !seen[axis]++;
+  PNN_CHECK(permutation, Error, "parameter \"", name, "\" declares memory axes that are not a permutation of its ",
+            rank, " axes");
+  std::vector<index> stride(rank);  // memory's step along each axis of the file's shape
+  index total = 1;
+  for (std::size_t i = rank; i-- > 0;) {
+    stride[static_cast<std::size_t>(memory_axes[i])] = total;
+    total *= shape[static_cast<std::size_t>(memory_axes[i])];
+  }
+  std::vector<index> position(rank, 0);
+  index memory = 0;
+  for (index file = 0; file < total; ++file) {
+    visit(file, memory);
+    for (std::size_t axis = rank; axis-- > 0;) {  // the next file position, last axis fastest
+      memory += stride[axis];
+      if (++position[axis] < shape[axis]) break;
+      memory -= stride[axis] * shape[axis];
+      position[axis] = 0;
+    }
+  }
+}
+
+// The bytes files hold for a model tensor: its memory as it is when the layouts agree, else converted
+// into `storage`.
+template <class T>
+std::span<const std::byte> to_file(const ModelTensor<const T>& tensor, std::vector<std::byte>& storage) {
+  const FileLayout& layout = *tensor.layout;
+  if (layout.count) {
+    storage.resize(tensor.memory.size() * sizeof(std::int64_t));
+    for (std::size_t i = 0; i < tensor.memory.size(); ++i) {
+      const auto value = static_cast<std::int64_t>(tensor.memory[i]);
+      std::memcpy(storage.data() + i * sizeof value, &value, sizeof value);
+    }
+    return storage;
+  }
+  if (layout.memory_axes.empty()) return std::as_bytes(tensor.memory);
+  storage.resize(tensor.memory.size_bytes());
+  const auto file = std::span(reinterpret_cast<T*>(storage.data()), tensor.memory.size());
+  for_each_element(tensor.name, tensor.shape, layout.memory_axes,
+                   [&](index at, index from) { file[static_cast<std::size_t>(at)] = tensor.memory[from]; });
+  return storage;
+}
+
+// A file of `tensors`, with `metadata`, ready to be written.
+template <class T>
+std::vector<std::byte> encode_model(const std::filesystem::path& path, std::span<const ModelTensor<const T>> tensors,
+                                    const std::map<std::string, std::string>& metadata) {
+  std::vector<std::vector<std::byte>> storage(tensors.size());
+  std::vector<TensorBytes> views;
+  views.reserve(tensors.size());
+  for (std::size_t i = 0; i < tensors.size(); ++i)
+    views.push_back({tensors[i].name, file_dtype(*tensors[i].layout, safetensors_dtype<T>()), tensors[i].shape,
+                     to_file(tensors[i], storage[i])});
+  return encode(path, views, metadata);
+}
+
+// Reads `tensors` from `file` (read from `path`) into their memory, converting from the files' layouts.
+// Everything is checked first (names, dtypes, shapes, counts that are not negative): every mismatch is
+// reported at once, as loading into the wrong architecture usually has several, and nothing is written
+// unless everything matches, so a failed load leaves the memory as it was.
+template <class T>
+void decode_model(const std::filesystem::path& path, const SafetensorsFile& file,
+                  std::span<const ModelTensor<T>> tensors) {
   std::map<std::string_view, const TensorRecord*> in_file;
   for (const auto& record : file.tensors) in_file[record.name] = &record;
 
-  // Every mismatch is reported at once: loading into the wrong architecture usually has several.
   std::vector<std::string> problems;
   std::set<std::string_view> expected;
+  std::vector<const TensorRecord*> records;
   for (const auto& tensor : tensors) {
     expected.insert(tensor.name);
+    const std::string_view dtype = file_dtype(*tensor.layout, safetensors_dtype<T>());
     const auto found = in_file.find(tensor.name);
     if (found == in_file.end()) {
-      problems.push_back(concat("tensor \"", tensor.name, "\" (shape ", format_shape(tensor.shape), ", ", tensor.dtype,
+      problems.push_back(concat("tensor \"", tensor.name, "\" (shape ", format_shape(tensor.shape), ", ", dtype,
                                 ") is missing from the file"));
       continue;
     }
     const TensorRecord& record = *found->second;
-    if (record.dtype != tensor.dtype)
+    records.push_back(&record);
+    if (record.dtype != dtype)
       problems.push_back(
-          concat("tensor \"", tensor.name, "\" is ", record.dtype, " in the file but ", tensor.dtype, " in the model"));
+          concat("tensor \"", tensor.name, "\" is ", record.dtype, " in the file but ", dtype, " in the model"));
     if (!std::ranges::equal(record.shape, tensor.shape))
       problems.push_back(concat("tensor \"", tensor.name, "\" has shape ", format_shape(record.shape),
                                 " in the file but ", format_shape(tensor.shape), " in the model"));
+    else if (tensor.layout->count && record.dtype == dtype)
+      for (std::size_t i = 0; i < record.data.size(); i += sizeof(std::int64_t)) {
+        std::int64_t value;
+        std::memcpy(&value, record.data.data() + i, sizeof value);
+        if (value < 0) {
+          problems.push_back(concat("tensor \"", tensor.name, "\" is a count but holds ", value));
+          break;
+        }
+      }
   }
   for (const auto& record : file.tensors)
     if (!expected.count(record.name))
@@ -714,45 +809,60 @@ inline void detail::safetensors::copy_into(const std::filesystem::path& path, co
     throw IoError(message);
   }
   for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const auto& data = in_file.at(tensors[i].name)->data;
-    PNN_CHECK(data.size() == destinations[i].size(), Error, "load_parameters: parameter \"", tensors[i].name, "\" has ",
-              destinations[i].size(), " bytes of storage but its declared shape needs ", data.size());
-    if (!data.empty()) std::memcpy(destinations[i].data(), data.data(), data.size());
+    const ModelTensor<T>& tensor = tensors[i];
+    const std::vector<std::byte>& data = records[i]->data;
+    const std::size_t element_size = tensor.layout->count ? sizeof(std::int64_t) : sizeof(T);
+    PNN_CHECK(data.size() == tensor.memory.size() * element_size, Error, "load: tensor \"", tensor.name, "\" has ",
+              tensor.memory.size(), " elements of storage but its declared shape needs ", data.size() / element_size);
+    if (tensor.layout->count) {
+      for (std::size_t k = 0; k < tensor.memory.size(); ++k) {
+        std::int64_t value;
+        std::memcpy(&value, data.data() + k * sizeof value, sizeof value);
+        tensor.memory[k] = static_cast<T>(value);
+      }
+    } else if (tensor.layout->memory_axes.empty()) {
+      if (!data.empty()) std::memcpy(tensor.memory.data(), data.data(), data.size());
+    } else {
+      for_each_element(tensor.name, tensor.shape, tensor.layout->memory_axes, [&](index at, index to) {
+        std::memcpy(&tensor.memory[static_cast<std::size_t>(to)], data.data() + at * sizeof(T), sizeof(T));
+      });
+    }
   }
 }
 
-// Writes every parameter and buffer of a model (net.parameters()) under its name, with the metadata
-// {"format": "pt", "framework": "pnn"} that PyTorch's loaders look for.
+// The model tensors of parameters' values: what save and load move.
+template <class T, class Element>
+std::vector<ModelTensor<Element>> value_tensors(std::span<const Parameter<T, cpu>> parameters) {
+  std::vector<ModelTensor<Element>> tensors;
+  tensors.reserve(parameters.size());
+  for (const auto& p : parameters)
+    tensors.push_back({p.name(), p.declaration.shape, &p.declaration.file,
+                       std::span<Element>(p.value.data(), static_cast<std::size_t>(p.value.size()))});
+  return tensors;
+}
+
+}  // namespace detail::safetensors
+
+// Writes every parameter and buffer of a model (net.parameters()) under its name, in PyTorch's layouts
+// (FileLayout), with the metadata {"format": "pt", "framework": "pnn"} that PyTorch's loaders look for.
 template <class T>
 void save_parameters(const std::filesystem::path& path, std::span<const Parameter<T, cpu>> parameters) {
   static_assert(std::endian::native == std::endian::little,
                 "save_parameters writes the parameters' memory as it is: a big-endian host needs a byte swap here");
-  std::vector<detail::safetensors::TensorBytes> views;
-  views.reserve(parameters.size());
-  for (const auto& parameter : parameters)
-    views.push_back(
-        {parameter.name(), safetensors_dtype<T>(), parameter.declaration.shape,
-         std::as_bytes(std::span<const T>(parameter.value.data(), static_cast<std::size_t>(parameter.value.size())))});
-  write_file_atomically(path, detail::safetensors::encode(path, views, {{"format", "pt"}, {"framework", "pnn"}}));
+  const auto tensors = detail::safetensors::value_tensors<T, const T>(parameters);
+  write_file_atomically(path,
+                        detail::safetensors::encode_model<T>(path, tensors, {{"format", "pt"}, {"framework", "pnn"}}));
 }
 
-// Loads a file written by save_parameters (or by PyTorch, for the same layers) into a model's parameters.
-// The file must hold exactly the model's tensors with the same shapes and dtype; otherwise IoError lists
-// every missing, unexpected or mismatched tensor, and the parameters are left unchanged.
+// Loads a file written by save_parameters, or a PyTorch state dict of the same layers, into a model's
+// parameters. The file must hold exactly the model's tensors with the same shapes and dtype; otherwise
+// IoError lists every missing, unexpected or mismatched tensor, and the parameters are left unchanged.
 template <class T>
 void load_parameters(const std::filesystem::path& path, std::span<const Parameter<T, cpu>> parameters) {
   static_assert(std::endian::native == std::endian::little,
                 "load_parameters copies little-endian file data as it is: a big-endian host needs a byte swap here");
-  std::vector<detail::safetensors::TensorBytes> views;
-  std::vector<std::span<std::byte>> destinations;
-  views.reserve(parameters.size());
-  destinations.reserve(parameters.size());
-  for (const auto& parameter : parameters) {
-    views.push_back({parameter.name(), safetensors_dtype<T>(), parameter.declaration.shape, {}});
-    destinations.push_back(
-        std::as_writable_bytes(std::span<T>(parameter.value.data(), static_cast<std::size_t>(parameter.value.size()))));
-  }
-  detail::safetensors::copy_into(path, read_safetensors(path), views, destinations);
+  const auto tensors = detail::safetensors::value_tensors<T, T>(parameters);
+  detail::safetensors::decode_model<T>(path, read_safetensors(path), tensors);
 }
 
 }  // namespace pnn

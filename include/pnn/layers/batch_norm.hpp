@@ -19,9 +19,9 @@
 //   running_var  = (1 - momentum) * running_var  + momentum * variance * n / (n - 1)
 // In inference (Context::training false) the running statistics are used instead.
 //
-// The parameters "weight" (ones) and "bias" (zeros) and the buffers "running_mean" (zeros) and
-// "running_var" (ones) have PyTorch's names, so a saved model's tensors load into torch.nn.BatchNorm.
-// PyTorch's num_batches_tracked is not kept: it only matters there for momentum=None.
+// The parameters "weight" (ones) and "bias" (zeros) and the buffers "running_mean" (zeros),
+// "running_var" (ones) and "num_batches_tracked" (the training passes that updated the running
+// statistics, saved as int64) are PyTorch's, so a saved model's tensors load into torch.nn.BatchNorm.
 #pragma once
 
 #include <initializer_list>
@@ -148,12 +148,14 @@ class BatchNorm<Options...>::layer {
     declarations.parameter("bias", {channels}, Init::zeros);
     declarations.buffer("running_mean", {channels}, Init::zeros);
     declarations.buffer("running_var", {channels}, Init::ones);
+    declarations.count("num_batches_tracked");
   }
   void bind(ParameterCursor<T, D>& cursor) {
     cursor.take(weight_, weight_gradient_, Extents<1>{channels});
     cursor.take(bias_, bias_gradient_, Extents<1>{channels});
     running_mean_.rebind(cursor.take().value);
     running_variance_.rebind(cursor.take().value);
+    batches_tracked_.rebind(cursor.take().value);
   }
 
   // The statistics are the whole batch's: over the pass's rows, and with Context::across (data parallelism)
@@ -182,6 +184,7 @@ class BatchNorm<Options...>::layer {
       running_mean_ = running_mean_ * keep + state.mean * take;
       running_variance_ =
           running_variance_ * keep + variance * (take * static_cast<T>(count) / static_cast<T>(count - 1));
+      batches_tracked_ = batches_tracked_ + T(1);
       variance = rsqrt(variance + static_cast<T>(epsilon));
     } else {
       state.mean = running_mean_;
@@ -262,6 +265,7 @@ class BatchNorm<Options...>::layer {
 
   TensorView<T, 1, D> weight_, weight_gradient_, bias_, bias_gradient_;
   TensorView<T, 1, D> running_mean_, running_variance_;
+  TensorView<T, 1, D> batches_tracked_;  // one element
 };
 
 static_assert(Layer<BatchNorm<>::layer<float, cpu, Shape<16, 7, 7>>>);

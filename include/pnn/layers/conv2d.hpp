@@ -4,8 +4,10 @@
 //   Conv2D<16, 5, Pad<2>>            5x5 kernels, 16 filters, "same" padding: Shape<C, 28, 28> -> Shape<16, 28, 28>
 //   Conv2D<64, 3, Pad<1>, Stride<2>> halves the height and width
 //
-// Input Shape<C, H, W>, output Shape<Filters, (H + 2P - K) / S + 1, (W + 2P - K) / S + 1>. The weights
-// have shape (Filters, K, K, C), channels-last like the activations, and the bias (Filters,).
+// Input Shape<C, H, W>, output Shape<Filters, (H + 2P - K) / S + 1, (W + 2P - K) / S + 1>. The weight
+// has PyTorch's shape (Filters, C, K, K), in files too (torch.nn.Conv2d loads it as it is); memory holds
+// it (Filters, K, K, C), channels-last like the activations, and io/ converts (FileLayout). The bias is
+// (Filters,).
 //
 // Samples are stored channels-last, so im2col turns a chunk of samples into one matrix whose rows are the
 // flattened windows, and the convolution of the whole chunk is one matrix product:
@@ -119,8 +121,8 @@ class Conv2D<Filters, Kernel, Options...>::layer {
   static std::string name() { return Conv2D::name(); }
 
   static void declare(ParameterDeclarations& declarations) {
-    declarations.parameter("weight", {Filters, Kernel, Kernel, channels}, Init::he_normal, patch,
-                           Filters * Kernel * Kernel);
+    declarations.parameter("weight", {Filters, channels, Kernel, Kernel}, Init::he_normal, patch,
+                           Filters * Kernel * Kernel, /*memory_axes=*/{0, 2, 3, 1});
     declarations.parameter("bias", {Filters}, Init::zeros, patch, Filters * Kernel * Kernel);
   }
   void bind(ParameterCursor<T, D>& cursor) {
