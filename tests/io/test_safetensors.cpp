@@ -102,8 +102,15 @@ std::vector<std::byte> as_byte_vector(std::initializer_list<int> values) {
   return bytes;
 }
 
+// pnn's Python environment, which scripts/install-deps.sh makes with the safetensors package; the python3
+// on PATH may be another (pyenv's) without it.
+std::string python() {
+  const std::filesystem::path environment = PNN_SOURCE_DIR "/.venv/bin/python3";
+  return std::filesystem::exists(environment) ? "'" + environment.string() + "'" : std::string("python3");
+}
+
 bool python_safetensors_available() {
-  return std::system("python3 -c 'import safetensors.numpy' >/dev/null 2>&1") == 0;
+  return std::system((python() + " -c 'import safetensors.numpy' >/dev/null 2>&1").c_str()) == 0;
 }
 const bool python_safetensors = python_safetensors_available();
 
@@ -112,7 +119,8 @@ std::string run_python(const TemporaryDirectory& directory, const std::string& p
   const auto script = directory / "program.py";
   const auto output = directory / "output.txt";
   write_bytes(script, program);
-  const std::string command = "python3 '" + script.string() + "' " + arguments + " > '" + output.string() + "' 2>&1";
+  const std::string command =
+      python() + " '" + script.string() + "' " + arguments + " > '" + output.string() + "' 2>&1";
   const int status = std::system(command.c_str());
   const auto printed = read_bytes(output);
   const std::string text(printed.begin(), printed.end());
