@@ -17,6 +17,7 @@
 #include <pnn/data/batcher.hpp>
 #include <pnn/data/cifar.hpp>
 
+#include "support/check_io_error.hpp"
 #include "support/scratch_directory.hpp"
 
 using namespace pnn;
@@ -71,12 +72,6 @@ void write_cifar_directory(const std::filesystem::path& directory, const std::ve
 }
 
 }  // namespace
-
-#define CHECK_IO_ERROR(expression, path, problem)                                               \
-  do {                                                                                          \
-    CHECK_THROWS_WITH_AS(expression, doctest::Contains((path).string().c_str()), pnn::IoError); \
-    CHECK_THROWS_WITH_AS(expression, doctest::Contains(problem), pnn::IoError);                 \
-  } while (false)
 
 TEST_CASE("cifar.records_become_channels_last_samples") {
   ScratchDirectory directory("cifar-records");

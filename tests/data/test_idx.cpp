@@ -18,6 +18,7 @@
 #include <pnn/data/dataset.hpp>
 #include <pnn/data/idx.hpp>
 
+#include "support/check_io_error.hpp"
 #include "support/scratch_directory.hpp"
 
 using namespace pnn;
@@ -68,13 +69,6 @@ Bytes read_raw(const std::filesystem::path& path) {
 }
 
 }  // namespace
-
-// The error names the file and the problem: two checks, since doctest matches one substring at a time.
-#define CHECK_IO_ERROR(expression, path, problem)                                               \
-  do {                                                                                          \
-    CHECK_THROWS_WITH_AS(expression, doctest::Contains((path).string().c_str()), pnn::IoError); \
-    CHECK_THROWS_WITH_AS(expression, doctest::Contains(problem), pnn::IoError);                 \
-  } while (false)
 
 TEST_CASE("idx.reads_raw_and_gzip_files") {
   ScratchDirectory directory("idx-valid");
