@@ -1,14 +1,18 @@
 #!/usr/bin/python3
-"""pnn against PyTorch on the example MLP and CNN, side by side (bench/compare_pytorch.sh builds and calls this).
+"""pnn against PyTorch on the example MLP, CNN and ResNet, side by side (bench/compare_pytorch.sh builds and calls this).
 
-For each model and thread count, runs pnn's example program and bench/pytorch_models.py alternately
-(--mlp-repetitions / --repetitions times each), with the same data (Fashion-MNIST), batch 64, SGD lr 0.05
-momentum 0.9 and thread count. Both time the training loop including batching and excluding evaluation: pnn's fit() writes
-it as `seconds` in its metrics file, pytorch_models.py times the same loop. --cnn-steps / --mlp-steps N
-times N steps and scales to an epoch (938 steps) instead of a whole epoch.
+For each model and thread count, runs pnn's example program, bench/pytorch_models.py under the current PyPI
+PyTorch (--pypi-python) and under Debian's (/usr/bin/python3) in turn, --repetitions times each, the order of
+the sides rotated every repetition, with the same data (Fashion-MNIST), batch 64, SGD lr 0.05 momentum 0.9 and
+thread count (pnn's --threads; torch.set_num_threads, OMP_NUM_THREADS, MKL_NUM_THREADS and
+OPENBLAS_NUM_THREADS for PyTorch). Both time the training loop including batching and excluding evaluation:
+pnn's fit() writes it as `seconds` in its metrics file, pytorch_models.py times the same loop. --mlp-steps,
+--cnn-steps and --resnet-steps N time N steps and scale them to an epoch (938 steps); 0 is a whole epoch.
+PyTorch takes --warmup untimed steps first; pnn's time includes its first steps.
 
-Prints a table (median seconds per epoch, and the ratio PyTorch / pnn: above 1 means pnn is faster) and
-writes docs/results/cpu_vs_pytorch.csv.
+Prints a table (median seconds per epoch, and the ratios PyTorch / pnn: above 1 means pnn is faster) and
+writes docs/results/cpu_vs_pytorch.csv, which names each PyTorch's version, BLAS, oneDNN and vector
+instructions, and the CPU.
 """
 
 import argparse
@@ -42,8 +46,8 @@ def run_pnn(build, model, threads, steps):
             "test_accuracy": last["test_accuracy"]}
 
 
-def run_pytorch(model, threads, steps):
-    command = [common.PYTHON, common.PYTORCH_MODELS, "--model", model, "--threads", str(threads)]
+def run_pytorch(python, model, threads, steps, warmup):
+    command = [python, common.PYTORCH_MODELS, "--model", model, "--threads", str(threads), "--warmup", str(warmup)]
     if steps:
         command += ["--steps", str(steps)]
     return common.run_json(command, env=common.thread_environment(threads))
@@ -52,58 +56,77 @@ def run_pytorch(model, threads, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", default=os.environ.get("PNN_BUILD_DIR", "build"), help="pnn build directory")
-    parser.add_argument("--repetitions", type=int, default=3, help="runs of each side for the CNN")
-    parser.add_argument("--mlp-repetitions", type=int, default=5, help="runs of each side for the MLP (short)")
+    parser.add_argument("--pypi-python", default=os.path.join(common.ROOT, ".bench-venv", "bin", "python3"),
+                        help="the Python of the virtual environment holding PyPI's torch")
+    parser.add_argument("--sides", default="pnn,pypi,debian",
+                        help="which sides run: pnn, pypi (PyPI's torch), debian (Debian's python3-torch)")
+    parser.add_argument("--repetitions", type=int, default=5, help="runs of each side per model and thread count")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--models", default="mlp,cnn,resnet")
     parser.add_argument("--mlp-steps", type=int, default=0, help="timed steps of the MLP (0: one epoch)")
-    parser.add_argument("--cnn-steps", type=int, default=0, help="timed steps of the CNN (0: one epoch)")
+    parser.add_argument("--cnn-steps", type=int, default=300, help="timed steps of the CNN (0: one epoch)")
+    parser.add_argument("--resnet-steps", type=int, default=100, help="timed steps of the ResNet (0: one epoch)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed PyTorch steps before the timed ones")
     parser.add_argument("--output", default=os.path.join(common.RESULTS, "cpu_vs_pytorch.csv"))
     args = parser.parse_args()
     build = os.path.join(common.ROOT, args.build) if not os.path.isabs(args.build) else args.build
+    sides = args.sides.split(",")
+    unknown = [side for side in sides if side not in ("pnn", "pypi", "debian")]
+    if unknown or "pnn" not in sides:
+        parser.error(f"--sides takes pnn (always) and pypi and/or debian, not {args.sides}")
+    pythons = {"pypi": args.pypi_python, "debian": common.PYTHON}
 
     machine = common.machine()
     common.log(f"machine: {machine['cpu']}; load average {machine['load_average']:.2f}")
     rows = []
     for model in args.models.split(","):
-        steps = args.mlp_steps if model == "mlp" else args.cnn_steps
+        steps = {"mlp": args.mlp_steps, "cnn": args.cnn_steps, "resnet": args.resnet_steps}[model]
         for threads in [int(t) for t in args.threads.split(",")]:
-            pnn_runs, torch_runs = [], []
-            repetitions = args.mlp_repetitions if model == "mlp" else args.repetitions
-            for repetition in range(repetitions):
-                # Alternate, so a change in the machine's load hits both sides alike.
-                pnn_runs.append(run_pnn(build, model, threads, steps))
-                torch_runs.append(run_pytorch(model, threads, steps))
-                common.log(f"{model} threads={threads} run {repetition + 1}/{repetitions}: "
-                           f"pnn {pnn_runs[-1]['seconds_per_epoch']:.2f} s/epoch, "
-                           f"pytorch {torch_runs[-1]['seconds_per_epoch']:.2f} s/epoch")
-            pnn_median = common.median([r["seconds_per_epoch"] for r in pnn_runs])
-            torch_median = common.median([r["seconds_per_epoch"] for r in torch_runs])
-            rows.append({
-                "model": model, "threads": threads, "steps_timed": pnn_runs[0]["steps"],
-                "repetitions": repetitions,
-                "pnn_seconds_per_epoch": round(pnn_median, 4),
-                "pytorch_seconds_per_epoch": round(torch_median, 4),
-                "ratio_pytorch_over_pnn": round(torch_median / pnn_median, 3),
-                "pnn_ms_per_step": round(1000 * pnn_median / STEPS_PER_EPOCH, 3),
-                "pytorch_ms_per_step": round(1000 * torch_median / STEPS_PER_EPOCH, 3),
-                "pnn_test_accuracy": round(common.median([r["test_accuracy"] for r in pnn_runs]), 4),
-                "pytorch_test_accuracy": round(common.median([r["test_accuracy"] for r in torch_runs]), 4),
-                "pnn_runs": " ".join(f"{r['seconds_per_epoch']:.3f}" for r in pnn_runs),
-                "pytorch_runs": " ".join(f"{r['seconds_per_epoch']:.3f}" for r in torch_runs),
-                "torch_version": torch_runs[0]["torch"], "openblas_coretype": torch_runs[0]["openblas_coretype"],
-                "pytorch_blas": torch_runs[0]["blas"],
-                "cpu": machine["cpu"], "date": machine["date"],
-            })
+            runs = {side: [] for side in sides}
+            for repetition in range(args.repetitions):
+                # Rotate the order, so a change in the machine's load hits every side alike.
+                order = sides[repetition % len(sides):] + sides[:repetition % len(sides)]
+                for side in order:
+                    if side == "pnn":
+                        runs[side].append(run_pnn(build, model, threads, steps))
+                    else:
+                        runs[side].append(run_pytorch(pythons[side], model, threads, steps, args.warmup))
+                common.log(f"{model} threads={threads} run {repetition + 1}/{args.repetitions}: " + ", ".join(
+                    f"{side} {runs[side][-1]['seconds_per_epoch']:.2f} s/epoch" for side in sides))
+            medians = {side: common.median([r["seconds_per_epoch"] for r in runs[side]]) for side in sides}
+            row = {"model": model, "threads": threads, "steps_timed": runs["pnn"][0]["steps"],
+                   "repetitions": args.repetitions, "pnn_seconds_per_epoch": round(medians["pnn"], 4),
+                   "pnn_ms_per_step": round(1000 * medians["pnn"] / STEPS_PER_EPOCH, 3),
+                   "pnn_test_accuracy": round(common.median([r["test_accuracy"] for r in runs["pnn"]]), 4),
+                   "pnn_runs": " ".join(f"{r['seconds_per_epoch']:.3f}" for r in runs["pnn"])}
+            for side in sides:
+                if side == "pnn":
+                    continue
+                row.update({
+                    f"{side}_seconds_per_epoch": round(medians[side], 4),
+                    f"{side}_ms_per_step": round(1000 * medians[side] / STEPS_PER_EPOCH, 3),
+                    f"{side}_over_pnn": round(medians[side] / medians["pnn"], 3),
+                    f"{side}_test_accuracy": round(common.median([r["test_accuracy"] for r in runs[side]]), 4),
+                    f"{side}_runs": " ".join(f"{r['seconds_per_epoch']:.3f}" for r in runs[side]),
+                    f"{side}_torch": runs[side][0]["torch"],
+                    f"{side}_backends": runs[side][0]["blas"],
+                })
+            row.update({"cpu": machine["cpu"], "date": machine["date"]})
+            rows.append(row)
 
-    header = f"{'model':<6} {'threads':>7} {'steps':>6} {'pnn s/epoch':>12} {'PyTorch s/epoch':>16} {'PyTorch/pnn':>12}"
+    others = [side for side in sides if side != "pnn"]
+    names = {"pypi": "PyPI torch", "debian": "Debian torch"}
+    header = f"{'model':<7} {'threads':>7} {'steps':>6} {'pnn s/epoch':>12}" + "".join(
+        f" {names[s] + ' s/epoch':>20} {names[s] + '/pnn':>16}" for s in others)
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['model']:<6} {row['threads']:>7} {row['steps_timed']:>6} {row['pnn_seconds_per_epoch']:>12.3f} "
-              f"{row['pytorch_seconds_per_epoch']:>16.3f} {row['ratio_pytorch_over_pnn']:>12.2f}")
-    print(f"(medians of alternating runs, {args.mlp_repetitions} for the MLP and {args.repetitions} for the CNN; "
-          f"ratio > 1: pnn is faster; {machine['cpu']})")
+        print(f"{row['model']:<7} {row['threads']:>7} {row['steps_timed']:>6} {row['pnn_seconds_per_epoch']:>12.3f}" +
+              "".join(f" {row[s + '_seconds_per_epoch']:>20.3f} {row[s + '_over_pnn']:>16.2f}" for s in others))
+    print(f"(medians of {args.repetitions} runs of each side, in rotating order; ratio > 1: pnn is faster; "
+          f"{machine['cpu']})")
+    for side in others:
+        print(f"{names[side]}: torch {rows[0][side + '_torch']}, {rows[0][side + '_backends']}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0].keys()))

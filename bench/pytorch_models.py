@@ -1,12 +1,14 @@
 #!/usr/bin/python3
-"""PyTorch twins of pnn's example MLP and CNN, trained the way pnn's fit() trains them, for side-by-side timing.
+"""PyTorch twins of pnn's example MLP, CNN and ResNet, trained the way pnn's fit() trains them, for side-by-side timing.
 
     /usr/bin/python3 bench/pytorch_models.py --model cnn --threads 1 [--steps 200] [--processes 2]
 
-Models (examples/train_mlp.cpp, examples/train_cnn.cpp):
+Models (examples/train_mlp.cpp, examples/train_cnn.cpp, examples/train_resnet.cpp):
     mlp       784-256-128-10, ReLU
     cnn       conv 5x5 1->16 pad 2, ReLU, maxpool 2, conv 5x5 16->32 pad 2, ReLU, maxpool 2, flatten,
               dense 128, ReLU, dense 10
+    resnet    conv 3x3 1->16, BatchNorm, ReLU, a basic block of 16 channels, two down-sampling blocks (32, 64
+              channels, stride 2, projection shortcuts), ReLU after each block, average pool 7, dense 10
     balanced  784-512-512-512-512-10 (bench/strategies_balanced.cpp)
 
 Training matches pnn's: Fashion-MNIST from the IDX .gz files, pixels scaled to [0, 1], batch 64, SGD lr 0.05
@@ -104,7 +106,32 @@ def build_model(name, torch):
             nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
-    raise ValueError(f"unknown model {name}: mlp, cnn or balanced")
+    if name == "resnet":
+        class Residual(nn.Module):
+            """pnn's Residual: body(x) + x, or body(x) + shortcut(x)."""
+
+            def __init__(self, body, shortcut=None):
+                super().__init__()
+                self.body = nn.Sequential(*body)
+                self.shortcut = nn.Sequential(*shortcut) if shortcut else None
+
+            def forward(self, x):
+                return self.body(x) + (self.shortcut(x) if self.shortcut is not None else x)
+
+        def basic(c):
+            return Residual([nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+                             nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)])
+
+        def downsampling(c_in, c):
+            return Residual([nn.Conv2d(c_in, c, 3, padding=1, stride=2), nn.BatchNorm2d(c), nn.ReLU(),
+                             nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)],
+                            shortcut=[nn.Conv2d(c_in, c, 1, stride=2), nn.BatchNorm2d(c)])
+
+        return nn.Sequential(nn.Unflatten(1, (1, 28, 28)),
+                             nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), basic(16), nn.ReLU(),
+                             downsampling(16, 32), nn.ReLU(), downsampling(32, 64), nn.ReLU(), nn.AvgPool2d(7),
+                             nn.Flatten(), nn.Linear(64, 10))
+    raise ValueError(f"unknown model {name}: mlp, cnn, resnet or balanced")
 
 
 def train(args, rank=0, world=0, port=0):
@@ -187,15 +214,27 @@ def train(args, rank=0, world=0, port=0):
 
 
 def blas_name(torch):
-    """The BLAS library this process loaded (Debian's torch links the generic libblas.so.3, which
-    update-alternatives points at OpenBLAS or the reference implementation)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            libraries = {line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line}
-    except OSError:
-        libraries = set()
-    names = sorted(os.path.basename(path) for path in libraries)
-    return ", ".join(names) if names else "unknown"
+    """The BLAS, oneDNN and vector instructions this PyTorch computes with. Debian's torch links the generic
+    libblas.so.3, which update-alternatives points at OpenBLAS or the reference implementation, so that one
+    is named from the libraries loaded; the PyPI wheel links MKL and oneDNN statically, named by its build
+    configuration."""
+    found = []
+    for line in torch.__config__.show().splitlines():
+        line = line.strip().lstrip("- ")
+        if "Math Kernel Library Version" in line:
+            found.append("MKL " + line.split("Version", 1)[1].split()[0])
+        elif line.startswith("Intel(R) MKL-DNN") or line.startswith("Intel(R) oneDNN"):
+            found.append("oneDNN " + line.split()[2])
+        elif line.startswith("CPU capability usage"):
+            found.append(line.split(":", 1)[1].strip())
+    if not any(name.startswith("MKL") for name in found):
+        try:
+            with open("/proc/self/maps") as maps:
+                libraries = {line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line}
+        except OSError:
+            libraries = set()
+        found = sorted(os.path.basename(path) for path in libraries if "cublas" not in path) + found
+    return ", ".join(found) if found else "unknown"
 
 
 def ddp_worker(rank, args, world, port, queue):
@@ -218,7 +257,7 @@ def free_port():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["mlp", "cnn", "balanced"], required=True)
+    parser.add_argument("--model", choices=["mlp", "cnn", "resnet", "balanced"], required=True)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
     parser.add_argument("--steps", type=int, default=0, help="timed steps, extrapolated to an epoch (0: one epoch)")
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps before the timed ones")

@@ -1,5 +1,5 @@
 // The pnn side of tests/io/check_pytorch_interop.py, which runs it against PyTorch: the example models
-// (examples/train_mlp.cpp, train_cnn.cpp, train_resnet.cpp) and one model holding every other layer type.
+// (examples/models.hpp) and one model holding every other layer type.
 //
 //   pytorch_interop MODEL save DIR    writes DIR/pnn_weights.safetensors (pnn::save, after a few training
 //                                     passes so BatchNorm's statistics and counts are not their initial
@@ -19,23 +19,16 @@
 #include <string>
 #include <vector>
 
+#include "../../examples/models.hpp"
+
 using namespace pnn;
 
 namespace {
 
-using Mlp = Sequential<Input<784>, Dense<256>, ReLU, Dense<128>, ReLU, Dense<10>>;
-
-using Cnn = Sequential<Input<1, 28, 28>, Conv2D<16, 5, Pad<2>>, ReLU, MaxPool2D<2>, Conv2D<32, 5, Pad<2>>, ReLU,
-                       MaxPool2D<2>, Flatten, Dense<128>, ReLU, Dense<10>>;
-
-template <pnn::index Channels>
-using BasicBlock = Residual<Conv2D<Channels, 3, Pad<1>>, BatchNorm<>, ReLU, Conv2D<Channels, 3, Pad<1>>, BatchNorm<>>;
-template <pnn::index Channels>
-using DownsamplingBlock =
-    Residual<Shortcut<Conv2D<Channels, 1, Stride<2>>, BatchNorm<>>, Conv2D<Channels, 3, Pad<1>, Stride<2>>, BatchNorm<>,
-             ReLU, Conv2D<Channels, 3, Pad<1>>, BatchNorm<>>;
-using ResNet = Sequential<Input<1, 28, 28>, Conv2D<16, 3, Pad<1>>, BatchNorm<>, ReLU, BasicBlock<16>, ReLU,
-                          DownsamplingBlock<32>, ReLU, DownsamplingBlock<64>, ReLU, AvgPool2D<7>, Flatten, Dense<10>>;
+// The example models, as the example programs define them.
+using examples::Cnn;
+using examples::Mlp;
+using examples::ResNet;
 
 // Every layer type the examples leave out, and options they do not use: three input channels, stride
 // with padding, a non-default BatchNorm momentum and epsilon, BatchNorm of features, dropout (an identity
